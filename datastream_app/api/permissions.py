@@ -1,0 +1,34 @@
+"""Who may use the REST API: staff with the model permissions, or anonymous loopback clients."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.request import Request
+
+from datastream_app.conf import datastream_settings
+
+
+def is_loopback(address: str | None) -> bool:
+    """Whether ``address`` is a loopback IP."""
+    if not address:
+        return False
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class DatastreamAccess(BasePermission):
+    """Reads need ``view_setting``, writes ``change_setting``; loopback may be anonymous."""
+
+    message = "authentication required: log in to the admin or call from loopback with anonymous access on"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        if user is not None and user.is_authenticated:
+            perm = "datastream_app.view_setting" if request.method in SAFE_METHODS else "datastream_app.change_setting"
+            return bool(user.has_perm(perm))
+        return bool(datastream_settings.ANONYMOUS_LOOPBACK) and is_loopback(request.META.get("REMOTE_ADDR"))

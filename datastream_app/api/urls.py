@@ -1,0 +1,13 @@
+"""REST routes under /api/v1/."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+
+from datastream_app.api import views
+
+urlpatterns = [
+    path("capabilities", views.CapabilitiesView.as_view(), name="capabilities"),
+    path("sync", views.SyncView.as_view(), name="sync"),
+    path("push", views.PushView.as_view(), name="push"),
+    path("schema", SpectacularAPIView.as_view(), name="schema"),
+]

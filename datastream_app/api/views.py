@@ -1,0 +1,75 @@
+"""REST views: parse the request, call one service function, shape the response."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from datastream_app import services
+from datastream_app.api.serializers import (
+    CapabilitiesSerializer,
+    EntrySerializer,
+    ErrorSerializer,
+    PushSerializer,
+    SyncResponseSerializer,
+)
+from datastream_app.audit import Interface, acting
+
+
+def actor_name(request: Request) -> str:
+    """The caller as history records it: the user name, else the client address."""
+    user = request.user
+    if user is not None and user.is_authenticated:
+        return str(user.get_username())
+    return str(request.META.get("REMOTE_ADDR", ""))
+
+
+class CapabilitiesView(APIView):
+    """Every key with its value type."""
+
+    @extend_schema(responses={200: CapabilitiesSerializer})
+    def get(self, request: Request) -> Response:
+        """List capabilities."""
+        capabilities = services.list_capabilities()
+        return Response({"capabilities": [{"key": c.key, "value_type": c.value_type} for c in capabilities]})
+
+
+class SyncView(APIView):
+    """Current values of the requested keys (none: all keys)."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "keys",
+                OpenApiTypes.STR,
+                many=True,
+                description="Keys, comma-separated and/or repeated; none means every key.",
+            )
+        ],
+        responses={200: SyncResponseSerializer, 400: ErrorSerializer, 404: ErrorSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        """Sync values."""
+        keys = [key for param in request.query_params.getlist("keys") for key in param.split(",") if key]
+        entries = services.get_entries(keys=keys)
+        return Response({"data": {key: services.entry_json(entry) for key, entry in entries.items()}})
+
+
+class PushView(APIView):
+    """Set one key, validated exactly as the admin and gRPC validate it."""
+
+    @extend_schema(
+        request=PushSerializer,
+        responses={200: EntrySerializer, 400: ErrorSerializer, 404: ErrorSerializer, 413: ErrorSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        """Push an update."""
+        serializer = PushSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        with acting(actor_name(request), Interface.REST):
+            entry = services.push_json(key=data["key"], value=data["value"], value_type=data["value_type"])
+        return Response(services.entry_json(entry))

@@ -1,0 +1,46 @@
+"""Who is changing settings, and through which interface, carried in a context variable."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+
+class Interface:
+    """The interfaces a change can come through (stored in history)."""
+
+    ADMIN = "admin"
+    REST = "rest"
+    GRPC = "grpc"
+    CODE = "code"
+
+    CHOICES = [(ADMIN, "admin"), (REST, "REST"), (GRPC, "gRPC"), (CODE, "code")]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The author of a change: a user or client name, and an interface."""
+
+    name: str = ""
+    interface: str = Interface.CODE
+
+
+_current: ContextVar[Actor] = ContextVar("datastream_actor", default=Actor())
+
+
+def current_actor() -> Actor:
+    """Return the actor of the code running now (``code`` when nobody said)."""
+    return _current.get()
+
+
+@contextmanager
+def acting(name: str, interface: str) -> Iterator[Actor]:
+    """Attribute every change made inside the block to ``name`` via ``interface``."""
+    actor = Actor(name=name, interface=interface)
+    token = _current.set(actor)
+    try:
+        yield actor
+    finally:
+        _current.reset(token)

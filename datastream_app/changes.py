@@ -1,0 +1,71 @@
+"""The change message every save publishes, and its pre-serialised wire frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from protos import datastream_pb2
+
+MESSAGE_TYPE = "datastream.change"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A key's current value as the wire carries it."""
+
+    key: str
+    value_type: str
+    value: bytes
+    revision: int
+    updated_at: datetime
+    deleted: bool = False
+
+    def to_message(self) -> dict[str, Any]:
+        """The channel-layer message (msgpack-safe: str, bytes, int, bool)."""
+        ts = self.updated_at
+        return {
+            "type": MESSAGE_TYPE,
+            "key": self.key,
+            "value_type": self.value_type,
+            "value": self.value,
+            "revision": self.revision,
+            "updated_at_us": int(ts.timestamp() * 1_000_000),
+            "deleted": self.deleted,
+        }
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> Entry:
+        """Rebuild an Entry from a channel-layer message; KeyError/TypeError if malformed."""
+        return cls(
+            key=str(message["key"]),
+            value_type=str(message["value_type"]),
+            value=bytes(message["value"]),
+            revision=int(message["revision"]),
+            updated_at=datetime.fromtimestamp(int(message["updated_at_us"]) / 1_000_000, tz=UTC),
+            deleted=bool(message.get("deleted", False)),
+        )
+
+    def to_proto(self) -> datastream_pb2.Data:
+        """The wire ``Data`` message for this entry."""
+        data = datastream_pb2.Data(
+            key=self.key, value=self.value, value_type=self.value_type, revision=self.revision
+        )
+        data.updated_at.FromDatetime(self.updated_at)
+        return data
+
+    def frame(self) -> bytes:
+        """A serialised ``DataResponse`` holding only this entry.
+
+        Serialised DataResponse messages concatenate into one valid DataResponse
+        (map entries are repeated fields), so coalesced updates are joined bytes.
+        """
+        response = datastream_pb2.DataResponse()
+        response.data[self.key].CopyFrom(self.to_proto())
+        return response.SerializeToString()
+
+
+def response_frame(entries: dict[str, Entry]) -> bytes:
+    """A serialised ``DataResponse`` holding all ``entries``."""
+    return b"".join(entry.frame() for entry in entries.values())

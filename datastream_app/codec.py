@@ -1,0 +1,248 @@
+"""Value types and their encodings: wire bytes (gRPC), JSON (REST) and form text (admin).
+
+The wire form is the UTF-8 text the original datastream clients read: int 10 is
+``b"10"``, bool is ``b"true"``/``b"false"``, a float is its shortest round-trip
+text, a string is its UTF-8 bytes, json is compact JSON text, bytes go as-is.
+Every parser returns a canonical Python value or raises InvalidValue.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from enum import StrEnum
+from typing import Any
+
+import jsonschema
+
+from datastream_app.exceptions import InvalidKey, InvalidValue
+
+KEY_MAX_LENGTH = 255
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-/]+$")
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+# Deeper JSON than this is refused: it costs recursion and no setting needs it.
+JSON_MAX_DEPTH = 64
+
+
+class ValueType(StrEnum):
+    """The types a setting can have; the value is the wire ``value_type`` string."""
+
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    STRING = "string"
+    JSON = "json"
+    BYTES = "bytes"
+
+
+VALUE_TYPES = [t.value for t in ValueType]
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a valid key name, else raise InvalidKey."""
+    if not isinstance(key, str) or not key:
+        raise InvalidKey("key must be a non-empty string")
+    if len(key) > KEY_MAX_LENGTH:
+        raise InvalidKey(f"key is longer than {KEY_MAX_LENGTH} characters")
+    if not KEY_PATTERN.match(key):
+        raise InvalidKey(f"key {key!r} may contain only letters, digits and _ . - /")
+    return key
+
+
+def parse_value_type(value_type: str) -> ValueType:
+    """Return the ValueType named ``value_type`` or raise InvalidValue."""
+    try:
+        return ValueType(value_type)
+    except ValueError:
+        raise InvalidValue(f"unknown value_type {value_type!r}; expected one of {', '.join(VALUE_TYPES)}") from None
+
+
+def _json_depth_ok(value: Any, limit: int = JSON_MAX_DEPTH) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _loads_json(text: str) -> Any:
+    # A cheap bracket count first: json.loads itself recurses and would hit
+    # Python's recursion limit on hostile input before our depth check runs.
+    depth = max_depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            max_depth = max(max_depth, depth)
+            if max_depth > JSON_MAX_DEPTH:
+                raise InvalidValue(f"json nests deeper than {JSON_MAX_DEPTH} levels")
+        elif ch in "]}":
+            depth -= 1
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidValue(f"not valid JSON: {exc}") from None
+
+
+def check_python(value_type: ValueType, value: Any, schema: dict[str, Any] | None = None) -> Any:
+    """Validate a Python value for ``value_type`` and return its canonical form."""
+    if value_type is ValueType.INT:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidValue(f"expected an integer, got {type(value).__name__}")
+        if not INT_MIN <= value <= INT_MAX:
+            raise InvalidValue("integer is out of the signed 64-bit range")
+        return value
+    if value_type is ValueType.FLOAT:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidValue(f"expected a number, got {type(value).__name__}")
+        result = float(value)
+        if not math.isfinite(result):
+            raise InvalidValue("float must be finite (NaN and infinity have no JSON form)")
+        return result
+    if value_type is ValueType.BOOL:
+        if not isinstance(value, bool):
+            raise InvalidValue(f"expected true or false, got {type(value).__name__}")
+        return value
+    if value_type is ValueType.STRING:
+        if not isinstance(value, str):
+            raise InvalidValue(f"expected a string, got {type(value).__name__}")
+        return value
+    if value_type is ValueType.BYTES:
+        if not isinstance(value, (bytes, bytearray)):
+            raise InvalidValue(f"expected bytes, got {type(value).__name__}")
+        return bytes(value)
+    # JSON: anything JSON can carry, finite floats only, bounded depth.
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidValue(f"not representable as JSON: {exc}") from None
+    if not _json_depth_ok(value):
+        raise InvalidValue(f"json nests deeper than {JSON_MAX_DEPTH} levels")
+    if schema is not None:
+        validate_against_schema(value, schema)
+    return value
+
+
+def validate_schema(schema: Any) -> None:
+    """Raise InvalidValue unless ``schema`` is a valid JSON Schema."""
+    if not isinstance(schema, dict):
+        raise InvalidValue("JSON Schema must be an object")
+    cls = jsonschema.validators.validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidValue(f"invalid JSON Schema: {exc.message}") from None
+
+
+def validate_against_schema(value: Any, schema: dict[str, Any]) -> None:
+    """Raise InvalidValue naming the first violation of ``schema``."""
+    cls = jsonschema.validators.validator_for(schema)
+    error = jsonschema.exceptions.best_match(cls(schema).iter_errors(value))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise InvalidValue(f"value does not match the JSON Schema at {where}: {error.message}")
+
+
+def decode_wire(value_type: ValueType, raw: bytes, schema: dict[str, Any] | None = None) -> Any:
+    """Parse wire bytes into a canonical Python value."""
+    if value_type is ValueType.BYTES:
+        return bytes(raw)
+    try:
+        text = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidValue(f"{value_type} value is not valid UTF-8") from None
+    if value_type is ValueType.STRING:
+        return text
+    if value_type is ValueType.INT:
+        stripped = text.strip()
+        if not re.fullmatch(r"[+-]?\d{1,20}", stripped):
+            raise InvalidValue(f"{_preview(text)} is not an integer")
+        return check_python(value_type, int(stripped))
+    if value_type is ValueType.FLOAT:
+        stripped = text.strip()
+        if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", stripped):
+            raise InvalidValue(f"{_preview(text)} is not a finite number")
+        return check_python(value_type, float(stripped))
+    if value_type is ValueType.BOOL:
+        lowered = text.strip().lower()
+        if lowered == "true":
+            return True
+        if lowered == "false":
+            return False
+        raise InvalidValue(f"{_preview(text)} is not a boolean: use true or false")
+    return check_python(value_type, _loads_json(text), schema)
+
+
+def encode_wire(value_type: ValueType, value: Any) -> bytes:
+    """Encode a canonical Python value into its wire bytes."""
+    if value_type is ValueType.BYTES:
+        return bytes(value)
+    if value_type is ValueType.BOOL:
+        return b"true" if value else b"false"
+    if value_type is ValueType.INT:
+        return str(int(value)).encode()
+    if value_type is ValueType.FLOAT:
+        return repr(float(value)).encode()
+    if value_type is ValueType.STRING:
+        return str(value).encode("utf-8")
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def to_json(value_type: ValueType, value: Any) -> Any:
+    """Return the JSON (REST) form of a canonical value: bytes become base64 text."""
+    if value_type is ValueType.BYTES:
+        return base64.b64encode(value).decode("ascii")
+    return value
+
+
+def from_json(value_type: ValueType, value: Any, schema: dict[str, Any] | None = None) -> Any:
+    """Parse a REST JSON value (bytes as base64 text) into a canonical value."""
+    if value_type is ValueType.BYTES:
+        if not isinstance(value, str):
+            raise InvalidValue("bytes values are sent as base64 text")
+        try:
+            return base64.b64decode(value.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError):
+            raise InvalidValue("bytes value is not valid base64") from None
+    return check_python(value_type, value, schema)
+
+
+def to_text(value_type: ValueType, value: Any) -> str:
+    """Return the form (admin) text of a canonical value: bytes as base64, json indented."""
+    if value_type is ValueType.BYTES:
+        return base64.b64encode(value).decode("ascii")
+    if value_type is ValueType.JSON:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    return encode_wire(value_type, value).decode("utf-8")
+
+
+def from_text(value_type: ValueType, text: str, schema: dict[str, Any] | None = None) -> Any:
+    """Parse form (admin) text into a canonical value: bytes as base64."""
+    if value_type is ValueType.BYTES:
+        return from_json(value_type, text.strip())
+    return decode_wire(value_type, text.encode("utf-8"), schema)
+
+
+def _preview(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")

@@ -1,0 +1,54 @@
+"""The ``DATASTREAM`` settings object: read lazily, cached, reset under ``override_settings``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # Named stores, like DATABASES: each {"BACKEND": dotted path, "PREFIX": key prefix, "OPTIONS": {...}}.
+    "STORES": {"default": {"BACKEND": "datastream_app.stores.model.ModelStore", "PREFIX": "", "OPTIONS": {}}},
+    "MAX_VALUE_BYTES": 1024 * 1024,
+    "MAX_KEYS_PER_REQUEST": 10000,
+    # How often each hub compares its last revision with the database and
+    # resyncs; bounds staleness when the channel layer drops a message.
+    "RESYNC_INTERVAL": 1.0,
+    # How long the hub waits for a missing revision before it resyncs.
+    "GAP_GRACE": 0.2,
+    "ANONYMOUS_LOOPBACK": True,
+    "CHANNEL_LAYER": "default",
+}
+
+
+class DatastreamSettings:
+    """Attribute access to ``settings.DATASTREAM`` merged over DEFAULTS."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Invalid datastream setting: {name!r}")
+        if name not in self._cache:
+            user = getattr(settings, "DATASTREAM", {}) or {}
+            self._cache[name] = user.get(name, DEFAULTS[name])
+        return self._cache[name]
+
+    def reload(self) -> None:
+        """Forget cached values (called when settings change in tests)."""
+        self._cache.clear()
+
+
+datastream_settings = DatastreamSettings()
+
+
+@receiver(setting_changed)
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "DATASTREAM":
+        datastream_settings.reload()
+        from datastream_app.stores import reset_stores
+
+        reset_stores()

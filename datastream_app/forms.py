@@ -1,0 +1,109 @@
+"""The admin's setting form: a value widget that fits the type, and the same validation as every interface."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from datastream_app import codec
+from datastream_app.codec import ValueType
+from datastream_app.exceptions import InvalidValue
+from datastream_app.models import Setting
+
+
+def value_field(kind: ValueType) -> forms.Field:
+    """The form field (and so the widget) for a value of ``kind``."""
+    if kind is ValueType.BOOL:
+        return forms.BooleanField(required=False, label="Value", help_text="Checked is true.")
+    if kind is ValueType.INT:
+        return forms.IntegerField(label="Value", min_value=codec.INT_MIN, max_value=codec.INT_MAX)
+    if kind is ValueType.FLOAT:
+        return forms.FloatField(label="Value", widget=forms.NumberInput(attrs={"step": "any"}))
+    if kind is ValueType.JSON:
+        return forms.CharField(
+            label="Value",
+            strip=False,
+            widget=forms.Textarea(attrs={"rows": 12, "class": "vLargeTextField datastream-json"}),
+            help_text="JSON text; must match the JSON Schema when one is set.",
+        )
+    if kind is ValueType.BYTES:
+        return forms.CharField(
+            label="Value",
+            required=False,
+            widget=forms.Textarea(attrs={"rows": 4}),
+            help_text="Base64 text of the bytes.",
+        )
+    return forms.CharField(label="Value", required=False, strip=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class SettingForm(forms.ModelForm):
+    """Edits a setting; ``value`` is typed by the setting's value type."""
+
+    # Replaced in __init__ by the field that fits the type; declared here so
+    # the admin knows the form has it.
+    value = forms.CharField(required=False)
+
+    class Meta:
+        model = Setting
+        fields = ["key", "value_type", "json_schema", "description"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.kind = self._kind()
+        self.fields["value"] = value_field(self.kind)
+        if self.instance.pk is not None and not self.is_bound:
+            python_value = self.instance.python_value
+            self.initial["value"] = (
+                python_value if self.kind in (ValueType.BOOL, ValueType.INT, ValueType.FLOAT)
+                else codec.to_text(self.kind, python_value)
+            )
+
+    def _kind(self) -> ValueType:
+        if self.instance.pk is not None:
+            return self.instance.type
+        raw = self.data.get("value_type") if self.is_bound else self.initial.get("value_type")
+        try:
+            return ValueType(raw or ValueType.STRING)
+        except ValueError:
+            return ValueType.STRING
+
+    def clean_key(self) -> str:
+        """Keys follow the one key rule."""
+        key = self.cleaned_data["key"]
+        try:
+            return codec.validate_key(key)
+        except codec.InvalidKey as exc:
+            raise forms.ValidationError(exc.message) from None
+
+    def clean(self) -> dict[str, Any]:
+        """Parse the value for its type and schema; errors land on the value field."""
+        cleaned = super().clean()
+        schema = cleaned.get("json_schema")
+        if schema is not None:
+            try:
+                if self.kind is not ValueType.JSON:
+                    raise InvalidValue("a JSON Schema applies to json settings only")
+                codec.validate_schema(schema)
+            except InvalidValue as exc:
+                self.add_error("json_schema", exc.message)
+                return cleaned
+        if "value" not in cleaned:
+            return cleaned
+        raw = cleaned["value"]
+        try:
+            if self.kind in (ValueType.BOOL, ValueType.INT, ValueType.FLOAT):
+                value = codec.check_python(self.kind, raw)
+            else:
+                value = codec.from_text(self.kind, raw or "", schema)
+            encoded = codec.encode_wire(self.kind, value)
+        except InvalidValue as exc:
+            self.add_error("value", exc.message)
+            return cleaned
+        from datastream_app.conf import datastream_settings
+
+        if len(encoded) > datastream_settings.MAX_VALUE_BYTES:
+            self.add_error("value", f"value is {len(encoded)} bytes; the limit is {datastream_settings.MAX_VALUE_BYTES} bytes")
+            return cleaned
+        self.instance.value = encoded
+        return cleaned

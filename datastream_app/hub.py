@@ -1,0 +1,322 @@
+"""The fan-out hub: the one channel-layer subscription of a process.
+
+Every change message arrives here once, is serialised once, and is offered to
+each local subscription interested in its key. A subscription keeps at most one
+pending frame per key (settings are state, not events), so a slow stream
+coalesces to the latest values instead of growing a backlog.
+
+Revisions are global and consecutive, so a gap shows a lost message: after a
+short grace the hub reads what changed from the database. A periodic check
+does the same for a lost *last* message, which no later revision reveals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from channels.layers import BaseChannelLayer, get_channel_layer
+
+from datastream_app import services
+from datastream_app.changes import MESSAGE_TYPE, Entry
+from datastream_app.conf import datastream_settings
+from datastream_app.publisher import GROUP, publisher
+
+logger = logging.getLogger(__name__)
+
+# Group membership expires on every layer; renew it well within the shortest expiry.
+GROUP_RENEW_SECONDS = 60.0
+
+
+class Subscription:
+    """One stream's view of the hub: pending frames per key, coalesced to the latest."""
+
+    __slots__ = ("keys", "pending", "sent", "_event", "closed")
+
+    def __init__(self, keys: frozenset[str] | None) -> None:
+        self.keys = keys
+        self.pending: dict[str, tuple[int, bytes]] = {}
+        # Highest revision already delivered (or covered by the snapshot) per key.
+        self.sent: dict[str, int] = {}
+        self._event = asyncio.Event()
+        self.closed = False
+
+    def wants(self, key: str) -> bool:
+        """Whether this subscription covers ``key``."""
+        return self.keys is None or key in self.keys
+
+    def offer(self, key: str, revision: int, frame: bytes) -> None:
+        """Queue ``frame`` unless something as new was already sent or queued for ``key``."""
+        if revision <= self.sent.get(key, 0):
+            return
+        queued = self.pending.get(key)
+        if queued is None or queued[0] < revision:
+            self.pending[key] = (revision, frame)
+            self._event.set()
+
+    def prime(self, snapshot: dict[str, Entry]) -> None:
+        """Mark the snapshot as delivered and drop queued frames it already covers."""
+        for key, entry in snapshot.items():
+            self.sent[key] = max(self.sent.get(key, 0), entry.revision)
+            queued = self.pending.get(key)
+            if queued is not None and queued[0] <= entry.revision:
+                del self.pending[key]
+        if not self.pending:
+            self._event.clear()
+
+    async def next_frame(self) -> bytes | None:
+        """Wait for pending changes and return them as one serialised DataResponse (None: closed)."""
+        while not self.pending:
+            if self.closed:
+                return None
+            self._event.clear()
+            await self._event.wait()
+        pending, self.pending = self.pending, {}
+        self._event.clear()
+        for key, (revision, _) in pending.items():
+            self.sent[key] = revision
+        if len(pending) == 1:
+            return next(iter(pending.values()))[1]
+        # Revision order within the merged message, for readers that care.
+        return b"".join(frame for _, frame in sorted(pending.values(), key=lambda item: item[0]))
+
+    def close(self) -> None:
+        """Wake the waiting stream so it ends."""
+        self.closed = True
+        self._event.set()
+
+
+class Hub:
+    """Receives change messages from the channel layer and fans them out in-process."""
+
+    def __init__(self, *, layer_alias: str | None = None) -> None:
+        self.layer_alias = layer_alias or datastream_settings.CHANNEL_LAYER
+        self._by_key: dict[str, set[Subscription]] = {}
+        self._all: set[Subscription] = set()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._channel: str | None = None
+        self._layer: BaseChannelLayer | None = None
+        self._applied = 0
+        self._ahead: set[int] = set()
+        self._gap_task: asyncio.Task[None] | None = None
+        self._resync_lock = asyncio.Lock()
+        self.layer_ok = False
+        self.database_ok = False
+        self.on_health_change: Callable[[Hub], None] | None = None
+        self.stats = {"received": 0, "resyncs": 0, "resynced_entries": 0}
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        """Join the change group, read the current revision and start the loops."""
+        self._layer = get_channel_layer(self.layer_alias)
+        if self._layer is None:
+            raise RuntimeError(f"channel layer {self.layer_alias!r} is not configured")
+        publisher.bind(asyncio.get_running_loop())
+        try:
+            self._applied = await services.acurrent_revision()
+            self._set_health(database_ok=True)
+        except Exception:
+            logger.exception("hub: database unreachable at start; will resync when it is back")
+            self._set_health(database_ok=False)
+        await self._join()
+        self._tasks = [
+            asyncio.create_task(self._receive_loop(), name="datastream-hub-receive"),
+            asyncio.create_task(self._resync_loop(), name="datastream-hub-resync"),
+        ]
+
+    async def stop(self) -> None:
+        """Leave the group, stop the loops and end every subscription."""
+        for task in [*self._tasks, self._gap_task]:
+            if task is not None:
+                task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+        publisher.unbind(asyncio.get_running_loop())
+        if self._layer is not None and self._channel is not None:
+            try:
+                await self._layer.group_discard(GROUP, self._channel)
+            except Exception:
+                logger.warning("hub: could not leave the change group", exc_info=True)
+        for sub in [*self._all, *(s for subs in self._by_key.values() for s in subs)]:
+            sub.close()
+        self._all.clear()
+        self._by_key.clear()
+
+    async def _join(self) -> None:
+        assert self._layer is not None
+        if self._channel is None:
+            self._channel = await self._layer.new_channel(prefix="datastream-hub.")
+        await self._layer.group_add(GROUP, self._channel)
+
+    # Subscriptions
+
+    def subscribe(self, keys: list[str] | None) -> Subscription:
+        """Register a subscription for ``keys`` (None: every key) before reading its snapshot."""
+        sub = Subscription(frozenset(keys) if keys else None)
+        if sub.keys is None:
+            self._all.add(sub)
+        else:
+            for key in sub.keys:
+                self._by_key.setdefault(key, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forget ``sub``; safe to call twice."""
+        if sub.keys is None:
+            self._all.discard(sub)
+            return
+        for key in sub.keys:
+            subs = self._by_key.get(key)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_key[key]
+
+    @property
+    def subscription_count(self) -> int:
+        """Number of live subscriptions (for health and tests)."""
+        return len(self._all) + len({id(s) for subs in self._by_key.values() for s in subs})
+
+    # Fan-out
+
+    def dispatch(self, entry: Entry) -> None:
+        """Offer one change to every interested subscription, serialising it once."""
+        self._track(entry.revision)
+        if entry.deleted:
+            return
+        subs = self._by_key.get(entry.key)
+        if not subs and not self._all:
+            return
+        frame = entry.frame()
+        for sub in self._all:
+            sub.offer(entry.key, entry.revision, frame)
+        if subs:
+            for sub in subs:
+                sub.offer(entry.key, entry.revision, frame)
+
+    def _track(self, revision: int) -> None:
+        if revision <= self._applied:
+            return
+        if revision == self._applied + 1:
+            self._applied = revision
+            while self._applied + 1 in self._ahead:
+                self._applied += 1
+                self._ahead.discard(self._applied)
+            return
+        self._ahead.add(revision)
+        if self._gap_task is None or self._gap_task.done():
+            self._gap_task = asyncio.create_task(self._close_gap(), name="datastream-hub-gap")
+
+    async def _close_gap(self) -> None:
+        await asyncio.sleep(datastream_settings.GAP_GRACE)
+        if self._ahead:
+            logger.info("hub: revisions missing after %d; resyncing from the database", self._applied)
+            await self._resync_quietly()
+
+    async def resync(self) -> int:
+        """Dispatch whatever changed after the last applied revision; return how many entries."""
+        async with self._resync_lock:
+            top = await services.acurrent_revision()
+            if top <= self._applied:
+                return 0
+            changed = await services.achanged_since(revision=self._applied)
+            for entry in changed.values():
+                self.dispatch(entry)
+            self._applied = max(self._applied, top)
+            self._ahead = {r for r in self._ahead if r > self._applied}
+            self.stats["resyncs"] += 1
+            self.stats["resynced_entries"] += len(changed)
+            return len(changed)
+
+    async def _resync_quietly(self) -> None:
+        try:
+            await self.resync()
+            self._set_health(database_ok=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.warning("hub: resync failed; retrying", exc_info=True)
+            self._set_health(database_ok=False)
+
+    # Loops
+
+    async def _receive_loop(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                assert self._layer is not None and self._channel is not None
+                message = await self._layer.receive(self._channel)
+                self._set_health(layer_ok=True)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("hub: channel layer receive failed; retrying in %.1fs", backoff, exc_info=True)
+                self._set_health(layer_ok=False)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                try:
+                    await self._join()
+                except Exception:
+                    continue
+                # Anything published while the layer was gone is only in the database now.
+                await self._resync_quietly()
+                continue
+            if message.get("type") != MESSAGE_TYPE:
+                continue
+            try:
+                entry = Entry.from_message(message)
+            except (KeyError, TypeError, ValueError):
+                logger.warning("hub: malformed change message dropped: %r", message)
+                continue
+            self.stats["received"] += 1
+            self.dispatch(entry)
+
+    async def _resync_loop(self) -> None:
+        since_renew = 0.0
+        self._set_health(layer_ok=True)
+        while True:
+            interval = datastream_settings.RESYNC_INTERVAL
+            await asyncio.sleep(interval)
+            await self._resync_quietly()
+            since_renew += interval
+            if since_renew >= GROUP_RENEW_SECONDS:
+                since_renew = 0.0
+                try:
+                    await self._join()
+                    self._set_health(layer_ok=True)
+                except Exception:
+                    logger.warning("hub: renewing the group membership failed", exc_info=True)
+                    self._set_health(layer_ok=False)
+
+    def _set_health(self, *, layer_ok: bool | None = None, database_ok: bool | None = None) -> None:
+        before = (self.layer_ok, self.database_ok)
+        if layer_ok is not None:
+            self.layer_ok = layer_ok
+        if database_ok is not None:
+            self.database_ok = database_ok
+        if (self.layer_ok, self.database_ok) != before and self.on_health_change is not None:
+            self.on_health_change(self)
+
+
+_current: Hub | None = None
+
+
+def get_hub() -> Hub:
+    """The hub of the running gRPC server in this process."""
+    if _current is None:
+        raise RuntimeError("no hub is running in this process (start the gRPC server first)")
+    return _current
+
+
+def set_hub(hub: Hub | None) -> None:
+    """Make ``hub`` the process hub (the gRPC server does this on start and stop)."""
+    global _current
+    _current = hub

@@ -1,0 +1,185 @@
+"""Settings, the global revision counter and the change history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.core.validators import RegexValidator
+from django.db import models, transaction
+from django.utils import timezone
+
+from datastream_app import codec
+from datastream_app.audit import Interface, current_actor
+from datastream_app.codec import ValueType
+
+
+class Revision(models.Model):
+    """The single-row global revision counter, increased by one per change of any key."""
+
+    value = models.PositiveBigIntegerField(default=0)
+
+    @classmethod
+    def next(cls) -> int:
+        """Take the next revision; call inside the transaction that makes the change.
+
+        The row lock is held until commit, so changes commit in revision order
+        (on SQLite the IMMEDIATE write lock gives the same order).
+        """
+        counter, _ = cls.objects.select_for_update().get_or_create(pk=1)
+        counter.value += 1
+        counter.save(update_fields=["value"])
+        return counter.value
+
+    @classmethod
+    def current(cls) -> int:
+        """Return the last revision taken (0 before any change)."""
+        return cls.objects.filter(pk=1).values_list("value", flat=True).first() or 0
+
+
+class Setting(models.Model):
+    """One typed setting. ``value`` holds the wire encoding of the value."""
+
+    key = models.CharField(
+        max_length=codec.KEY_MAX_LENGTH,
+        unique=True,
+        validators=[RegexValidator(codec.KEY_PATTERN, "Use only letters, digits and _ . - /")],
+        help_text="Letters, digits and _ . - / only.",
+    )
+    value_type = models.CharField(max_length=16, choices=[(t.value, t.value) for t in ValueType])
+    value = models.BinaryField(default=b"", help_text="Wire encoding of the value.")
+    json_schema = models.JSONField(
+        null=True, blank=True, help_text="Optional JSON Schema a json value must satisfy."
+    )
+    description = models.TextField(blank=True)
+    revision = models.PositiveBigIntegerField(default=0, editable=False, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+    @property
+    def type(self) -> ValueType:
+        """The value type as an enum."""
+        return ValueType(self.value_type)
+
+    @property
+    def python_value(self) -> Any:
+        """The canonical Python value."""
+        return codec.decode_wire(self.type, bytes(self.value), self.json_schema)
+
+    def set_python_value(self, value: Any) -> None:
+        """Validate ``value`` for this setting's type and schema and store its wire form."""
+        canonical = codec.check_python(self.type, value, self.json_schema)
+        self.value = codec.encode_wire(self.type, canonical)
+
+    def validate_value(self) -> None:
+        """Raise a domain error unless key, type, schema and value all fit together."""
+        codec.validate_key(self.key)
+        value_type = codec.parse_value_type(self.value_type)
+        if self.json_schema is not None:
+            if value_type is not ValueType.JSON:
+                raise codec.InvalidValue("a JSON Schema applies to json settings only")
+            codec.validate_schema(self.json_schema)
+        # Re-encoding canonicalises the stored bytes (e.g. " 10 " -> "10").
+        self.value = codec.encode_wire(value_type, codec.decode_wire(value_type, bytes(self.value), self.json_schema))
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Validate, then save with a new revision and a history row if the value changed."""
+        self.validate_value()
+        with transaction.atomic():
+            old = None
+            if self.pk is not None:
+                old = Setting.objects.filter(pk=self.pk).values("value", "value_type").first()
+            changed = old is None or bytes(old["value"]) != bytes(self.value) or old["value_type"] != self.value_type
+            if changed:
+                self.revision = Revision.next()
+                self.updated_at = timezone.now()
+                if kwargs.get("update_fields") is not None:
+                    kwargs["update_fields"] = {*kwargs["update_fields"], "revision", "updated_at", "value"}
+            self._datastream_changed = changed
+            super().save(*args, **kwargs)
+            if changed:
+                SettingChange.record(
+                    setting=self,
+                    key=self.key,
+                    value_type=self.value_type,
+                    old_value=None if old is None else bytes(old["value"]),
+                    new_value=bytes(self.value),
+                    revision=self.revision,
+                    changed_at=self.updated_at,
+                    action=SettingChange.CREATE if old is None else SettingChange.UPDATE,
+                )
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        """Delete, taking a revision so subscribers' revision sequence stays gap-free."""
+        with transaction.atomic():
+            revision = Revision.next()
+            SettingChange.record(
+                setting=None,
+                key=self.key,
+                value_type=self.value_type,
+                old_value=bytes(self.value),
+                new_value=None,
+                revision=revision,
+                changed_at=timezone.now(),
+                action=SettingChange.DELETE,
+            )
+            self._datastream_deleted_revision = revision
+            return super().delete(*args, **kwargs)
+
+
+class SettingChange(models.Model):
+    """One change of one key: the history and audit trail."""
+
+    CREATE, UPDATE, DELETE = "create", "update", "delete"
+
+    setting = models.ForeignKey(Setting, null=True, blank=True, on_delete=models.SET_NULL, related_name="history")
+    key = models.CharField(max_length=codec.KEY_MAX_LENGTH, db_index=True)
+    value_type = models.CharField(max_length=16)
+    action = models.CharField(max_length=8, choices=[(CREATE, "create"), (UPDATE, "update"), (DELETE, "delete")])
+    old_value = models.BinaryField(null=True)
+    new_value = models.BinaryField(null=True)
+    revision = models.PositiveBigIntegerField(unique=True)
+    actor = models.CharField(max_length=150, blank=True)
+    interface = models.CharField(max_length=8, choices=Interface.CHOICES, default=Interface.CODE)
+    changed_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-revision"]
+        verbose_name = "setting change"
+
+    def __str__(self) -> str:
+        return f"{self.key}@{self.revision}"
+
+    @classmethod
+    def record(
+        cls,
+        *,
+        setting: Setting | None,
+        key: str,
+        value_type: str,
+        old_value: bytes | None,
+        new_value: bytes | None,
+        revision: int,
+        changed_at: datetime,
+        action: str,
+    ) -> SettingChange:
+        """Write one history row attributed to the current actor."""
+        actor = current_actor()
+        return cls.objects.create(
+            setting=setting,
+            key=key,
+            value_type=value_type,
+            action=action,
+            old_value=old_value,
+            new_value=new_value,
+            revision=revision,
+            actor=actor.name,
+            interface=actor.interface,
+            changed_at=changed_at,
+        )

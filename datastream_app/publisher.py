@@ -1,0 +1,110 @@
+"""Publishes committed changes to the channel layer from any thread, in order, without blocking.
+
+Every send runs on one long-lived event loop: the hub's loop when this process
+runs one (the in-memory layer only delivers within its own loop), otherwise a
+background thread's loop (so channels_redis keeps one connection instead of
+opening one per ``async_to_sync`` call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from channels.layers import get_channel_layer
+
+from datastream_app.changes import Entry
+
+logger = logging.getLogger(__name__)
+
+GROUP = "datastream.changes"
+
+
+class Publisher:
+    """Sends change messages to the layer group on one event loop, one at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[Entry] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._own_thread: threading.Thread | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Send from ``loop`` from now on (called by the hub when it starts)."""
+        with self._lock:
+            self._stop_own_thread()
+            self._loop = loop
+            self._queue = None
+            self._sender = None
+
+    def unbind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop sending from ``loop`` (called by the hub when it stops)."""
+        with self._lock:
+            if self._loop is loop:
+                if self._sender is not None:
+                    self._sender.cancel()
+                self._loop = None
+                self._queue = None
+                self._sender = None
+
+    def publish(self, entry: Entry) -> None:
+        """Queue ``entry`` for sending; safe from any thread, never blocks on the network."""
+        with self._lock:
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                loop = self._start_own_thread()
+        try:
+            loop.call_soon_threadsafe(self._enqueue, loop, entry)
+        except RuntimeError:
+            # The loop closed between the check and the call (process shutting
+            # down); the hubs' periodic resync from the database covers it.
+            logger.warning("publish of %s@%d skipped: event loop closed", entry.key, entry.revision)
+
+    def _enqueue(self, loop: asyncio.AbstractEventLoop, entry: Entry) -> None:
+        with self._lock:
+            if self._loop is not loop:
+                return
+            if self._queue is None or self._sender is None or self._sender.done():
+                self._queue = asyncio.Queue()
+                self._sender = loop.create_task(self._send_loop(self._queue), name="datastream-publisher")
+            queue = self._queue
+        queue.put_nowait(entry)
+
+    async def _send_loop(self, queue: asyncio.Queue[Entry]) -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            logger.error("no channel layer configured: changes are not published")
+            return
+        while True:
+            entry = await queue.get()
+            try:
+                await layer.group_send(GROUP, entry.to_message())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A lost message is repaired by every hub's resync from the
+                # database; log it so an operator sees the layer is unhealthy.
+                logger.exception("publishing %s@%d failed", entry.key, entry.revision)
+
+    def _start_own_thread(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="datastream-publisher", daemon=True)
+        thread.start()
+        self._loop = loop
+        self._own_thread = thread
+        return loop
+
+    def _stop_own_thread(self) -> None:
+        if self._own_thread is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._own_thread = None
+
+    async def flush(self) -> None:
+        """Wait until everything queued on the current loop has been sent (for tests and shutdown)."""
+        while self._queue is not None and not self._queue.empty():
+            await asyncio.sleep(0.001)
+
+
+publisher = Publisher()

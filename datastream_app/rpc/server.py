@@ -1,0 +1,106 @@
+"""Builds, starts and gracefully stops the grpc.aio server together with the process hub."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+from django.conf import settings
+from django.utils.module_loading import import_string
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from datastream_app.conf import datastream_settings
+from datastream_app.hub import Hub, set_hub
+from datastream_app.rpc.interceptors import LoggingInterceptor
+from datastream_app.rpc.servicer import SERVICE_NAME
+
+logger = logging.getLogger(__name__)
+
+
+def server_options() -> list[tuple[str, Any]]:
+    """Channel arguments sized for thousands of long-lived streams."""
+    max_message = datastream_settings.MAX_VALUE_BYTES + 64 * 1024
+    return [
+        # grpc-core rejects a burst of new calls with CANCELLED past these.
+        ("grpc.server.max_pending_requests", 100_000),
+        ("grpc.server.max_pending_requests_hard_limit", 200_000),
+        ("grpc.max_concurrent_streams", 100_000),
+        ("grpc.max_receive_message_length", max_message),
+        # Detect dead subscribers (a vanished laptop, a killed pod) within a minute.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class GrpcService:
+    """A running gRPC server: the DataService, health, reflection and the hub."""
+
+    def __init__(self, address: str, *, max_workers: int | None = None) -> None:
+        self.address = address
+        self.max_workers = max_workers
+        self.port = 0
+        self.hub = Hub()
+        self.health = HealthServicer()
+        self.server: grpc.aio.Server | None = None
+
+    async def start(self) -> int:
+        """Start the hub, then serve; return the bound port."""
+        await self.hub.start()
+        set_hub(self.hub)
+        self.hub.on_health_change = self._on_health_change
+        server = grpc.aio.server(
+            interceptors=[LoggingInterceptor()],
+            options=server_options(),
+            maximum_concurrent_rpcs=None,
+        )
+        hook = import_string(settings.GRPC_FRAMEWORK["ROOT_HANDLERS_HOOK"])
+        hook(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            server,
+        )
+        self.port = server.add_insecure_port(self.address)
+        if self.port == 0:
+            raise OSError(f"could not bind gRPC to {self.address}")
+        await server.start()
+        self.server = server
+        await self._publish_health()
+        logger.info("gRPC serving on %s (port %d)", self.address, self.port)
+        return self.port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting calls, end streams within ``grace`` seconds, then stop the hub."""
+        await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            stopping = asyncio.create_task(self.server.stop(grace))
+            # Once new calls are refused, wake every Subscribe so it ends with
+            # UNAVAILABLE (clients reconnect elsewhere) instead of CANCELLED.
+            await asyncio.sleep(0)
+            await self.hub.stop()
+            await stopping
+        else:
+            await self.hub.stop()
+        set_hub(None)
+
+    async def wait_for_termination(self) -> None:
+        """Block until the server stops."""
+        assert self.server is not None
+        await self.server.wait_for_termination()
+
+    def _on_health_change(self, hub: Hub) -> None:
+        asyncio.get_running_loop().create_task(self._publish_health())
+
+    async def _publish_health(self) -> None:
+        serving = self.hub.database_ok and self.hub.layer_ok
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set("", status)
+        await self.health.set(SERVICE_NAME, status)

@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""List capabilities, sync, then subscribe and print every update; reconnects with backoff.
+
+    python examples/client.py [--target 127.0.0.1:50051] [keys ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from protos import datastream_pb2, datastream_pb2_grpc  # noqa: E402
+
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+def show(data: datastream_pb2.Data) -> str:
+    """One line per value: key = value (type) @ revision."""
+    value = data.value.decode("utf-8", errors="replace") if data.value_type != "bytes" else f"<{len(data.value)} bytes>"
+    return f"{data.key} = {value} ({data.value_type}) rev {data.revision} at {data.updated_at.ToJsonString()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="127.0.0.1:50051")
+    parser.add_argument("--once", action="store_true", help="print the first message of Subscribe and exit")
+    parser.add_argument("--max-backoff", type=float, default=10.0)
+    parser.add_argument("keys", nargs="*", help="keys to watch (default: all)")
+    args = parser.parse_args()
+
+    backoff = 0.2
+    latest: dict[str, datastream_pb2.Data] = {}
+    while True:
+        try:
+            with grpc.insecure_channel(args.target) as channel:
+                stub = datastream_pb2_grpc.DataServiceStub(channel)
+                capabilities = stub.ListCapabilities(datastream_pb2.ListCapabilitiesRequest(), timeout=10)
+                print("capabilities:", ", ".join(f"{c.key} ({c.value_type})" for c in capabilities.capabilities), flush=True)
+                synced = stub.Sync(datastream_pb2.DataRequest(keys=args.keys), timeout=10)
+                for key in sorted(synced.data):
+                    print("sync:", show(synced.data[key]), flush=True)
+                for response in stub.Subscribe(datastream_pb2.DataRequest(keys=args.keys)):
+                    backoff = 0.2
+                    for key in sorted(response.data):
+                        data = response.data[key]
+                        if key not in latest or latest[key].revision < data.revision or not data.revision:
+                            latest[key] = data
+                            print("update:", show(data), flush=True)
+                    if args.once:
+                        return 0
+        except grpc.RpcError as error:
+            code = error.code()  # type: ignore[attr-defined]
+            if code not in RETRYABLE:
+                print(f"error: {code.name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+                return 1
+            delay = backoff * (0.5 + random.random())
+            print(f"reconnecting in {delay:.1f}s ({code.name})", file=sys.stderr, flush=True)
+            time.sleep(delay)
+            backoff = min(backoff * 2, args.max_backoff)
+        except KeyboardInterrupt:
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

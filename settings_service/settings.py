@@ -1,0 +1,162 @@
+"""Django settings for the datastream service, read from the environment.
+
+The embedded default (no variables set) is SQLite plus the in-memory channel
+layer in one process. Production sets DATABASE_URL, REDIS_URL and SECRET_KEY.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from settings_service.env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("DATASTREAM_VAR_DIR") or BASE_DIR / "var")
+
+DEBUG = env_bool("DEBUG", default=False)
+
+_secret = env_str("SECRET_KEY")
+if not _secret:
+    if not DEBUG and env_str("DATABASE_URL", "").startswith("postgres"):  # type: ignore[union-attr]
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off with a production DATABASE_URL.")
+    # Embedded profile: a key that is stable per checkout but never shared.
+    _secret = "insecure-embedded-" + str(BASE_DIR)
+SECRET_KEY: str = _secret
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+HTTP_HOST = env_str("HTTP_HOST", "127.0.0.1")
+HTTP_PORT = env_int("HTTP_PORT", 8000)
+GRPC_HOST = env_str("GRPC_HOST", "127.0.0.1")
+GRPC_PORT = env_int("GRPC_PORT", 50051)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "datastream_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "settings_service.urls"
+ASGI_APPLICATION = "settings_service.asgi.application"
+WSGI_APPLICATION = "settings_service.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_database_url = env_str("DATABASE_URL") or ""
+if not _database_url:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    _database_url = f"sqlite:///{VAR_DIR / 'datastream.sqlite3'}"
+try:
+    _default_db = dj_database_url.parse(_database_url, conn_max_age=60, conn_health_checks=True)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from None
+if _default_db["ENGINE"] == "django.db.backends.sqlite3":
+    # IMMEDIATE takes the write lock at BEGIN, so concurrent writers queue on
+    # the busy timeout instead of failing with "database is locked" on upgrade.
+    _default_db["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    _test_name = env_str("DATASTREAM_TEST_SQLITE")
+    if _test_name:
+        _default_db["TEST"] = {"NAME": _test_name}
+DATABASES = {"default": _default_db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+_redis_url = env_str("REDIS_URL")
+if _redis_url:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [_redis_url]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["datastream_app.api.permissions.DatastreamAccess"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "datastream_app.api.exceptions.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "datastream REST API",
+    "DESCRIPTION": "Typed settings: list capabilities, sync current values, push updates.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# django-grpc-framework's convention: the function that registers servicers.
+GRPC_FRAMEWORK = {"ROOT_HANDLERS_HOOK": "datastream_app.rpc.handlers.grpc_handlers"}
+
+DATASTREAM = {
+    # Anonymous clients may read and write from loopback addresses only.
+    "ANONYMOUS_LOOPBACK": env_bool("DATASTREAM_ANONYMOUS_LOOPBACK", default=True),
+    "MAX_VALUE_BYTES": env_int("DATASTREAM_MAX_VALUE_BYTES", 1024 * 1024, minimum=1, maximum=64 * 1024 * 1024),
+    "MAX_KEYS_PER_REQUEST": env_int("DATASTREAM_MAX_KEYS_PER_REQUEST", 10000, minimum=1, maximum=1_000_000),
+    "RESYNC_INTERVAL": float(env_int("DATASTREAM_RESYNC_INTERVAL_MS", 1000, minimum=50, maximum=3_600_000)) / 1000,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
