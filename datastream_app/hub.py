@@ -138,7 +138,7 @@ class Hub:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks = []
-        publisher.unbind(asyncio.get_running_loop())
+        await publisher.detach()
         if self._layer is not None and self._channel is not None:
             try:
                 await self._layer.group_discard(GROUP, self._channel)

@@ -9,6 +9,7 @@ opening one per ``async_to_sync`` call).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 
@@ -34,20 +35,37 @@ class Publisher:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Send from ``loop`` from now on (called by the hub when it starts)."""
         with self._lock:
-            self._stop_own_thread()
+            old = (self._own_thread, self._loop, self._sender, self._queue)
+            self._own_thread = None
             self._loop = loop
             self._queue = None
             self._sender = None
+        # Outside the lock: the old loop's pending _enqueue calls need it.
+        self._stop_own_thread(*old)
 
-    def unbind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Stop sending from ``loop`` (called by the hub when it stops)."""
+    async def detach(self) -> None:
+        """Send what is queued, then stop sending from the running loop (the hub stops)."""
+        loop = asyncio.get_running_loop()
         with self._lock:
-            if self._loop is loop:
-                if self._sender is not None:
-                    self._sender.cancel()
-                self._loop = None
-                self._queue = None
-                self._sender = None
+            if self._loop is not loop:
+                return
+            sender, queue = self._sender, self._queue
+            self._loop = self._queue = self._sender = None
+        if sender is None or queue is None:
+            return
+        try:
+            await asyncio.wait_for(self._drain(queue), timeout=2.0)
+        except TimeoutError:
+            logger.warning("publisher: %d changes unsent at shutdown; hubs resync them", queue.qsize())
+        sender.cancel()
+        try:
+            await sender
+        except asyncio.CancelledError:
+            pass
+
+    @staticmethod
+    async def _drain(queue: asyncio.Queue[Entry]) -> None:
+        await queue.join()
 
     def publish(self, entry: Entry) -> None:
         """Queue ``entry`` for sending; safe from any thread, never blocks on the network."""
@@ -64,12 +82,15 @@ class Publisher:
 
     def _enqueue(self, loop: asyncio.AbstractEventLoop, entry: Entry) -> None:
         with self._lock:
-            if self._loop is not loop:
-                return
-            if self._queue is None or self._sender is None or self._sender.done():
+            moved = self._loop is not loop
+            if not moved and (self._queue is None or self._sender is None or self._sender.done()):
                 self._queue = asyncio.Queue()
                 self._sender = loop.create_task(self._send_loop(self._queue), name="datastream-publisher")
             queue = self._queue
+        if moved or queue is None:
+            # Sending moved to another loop meanwhile: hand the entry over.
+            self.publish(entry)
+            return
         queue.put_nowait(entry)
 
     async def _send_loop(self, queue: asyncio.Queue[Entry]) -> None:
@@ -87,6 +108,8 @@ class Publisher:
                 # A lost message is repaired by every hub's resync from the
                 # database; log it so an operator sees the layer is unhealthy.
                 logger.exception("publishing %s@%d failed", entry.key, entry.revision)
+            finally:
+                queue.task_done()
 
     def _start_own_thread(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.new_event_loop()
@@ -96,15 +119,28 @@ class Publisher:
         self._own_thread = thread
         return loop
 
-    def _stop_own_thread(self) -> None:
-        if self._own_thread is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._own_thread = None
+    def _stop_own_thread(
+        self,
+        thread: threading.Thread | None,
+        loop: asyncio.AbstractEventLoop | None,
+        sender: asyncio.Task[None] | None,
+        queue: asyncio.Queue[Entry] | None,
+    ) -> None:
+        if thread is None or loop is None:
+            return
 
-    async def flush(self) -> None:
-        """Wait until everything queued on the current loop has been sent (for tests and shutdown)."""
-        while self._queue is not None and not self._queue.empty():
-            await asyncio.sleep(0.001)
+        async def shutdown() -> None:
+            if sender is not None and queue is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._drain(queue), timeout=2.0)
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+
+        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.close()
 
 
 publisher = Publisher()

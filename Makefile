@@ -1,0 +1,58 @@
+# datastream: `make run` to try it, `make test` to check everything.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | md5sum | cut -c1-12)
+PROTO_OUT := protos
+
+.PHONY: install run serve migrate bootstrap protos lint format typecheck migrations-check check test test-fast bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput -v 0
+
+bootstrap: migrate
+	$(BIN)/python manage.py bootstrap
+
+# One process: HTTP (admin, REST) on 127.0.0.1:$${HTTP_PORT:-8000}, gRPC on 127.0.0.1:$${GRPC_PORT:-50051}.
+run: bootstrap
+	$(BIN)/python manage.py serve
+
+protos: install
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/datastream.proto
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: install
+	$(BIN)/mypy
+
+migrations-check: install
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+check: lint typecheck migrations-check
+
+test: check
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -x -q
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

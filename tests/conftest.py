@@ -1,0 +1,88 @@
+"""Shared fixtures: a file-backed test database, demo settings, a real gRPC server on port 0."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+# A file, not SQLite's shared-cache memory database: worker threads write
+# concurrently, and only a file database queues them on the busy timeout.
+os.environ.setdefault("DATASTREAM_TEST_SQLITE", os.path.join(tempfile.mkdtemp(prefix="datastream-test-"), "test.sqlite3"))
+
+import grpc  # noqa: E402
+import pytest  # noqa: E402
+from asgiref.sync import sync_to_async  # noqa: E402
+from django.db import connections  # noqa: E402
+
+from datastream_app.models import Setting  # noqa: E402
+from datastream_app.rpc.server import GrpcService  # noqa: E402
+from protos import datastream_pb2, datastream_pb2_grpc  # noqa: E402
+
+DEMO = [
+    ("max_connections", "int", b"10"),
+    ("rate_limit", "int", b"1000"),
+    ("debug_enabled", "bool", b"false"),
+    ("ratio", "float", b"0.5"),
+    ("greeting", "string", b"hello"),
+    ("limits", "json", b'{"a":1}'),
+    ("blob", "bytes", b"\x00\x01\xff"),
+]
+
+
+def make_settings() -> dict[str, Setting]:
+    """Create one setting of every type; return them by key."""
+    return {key: Setting.objects.create(key=key, value_type=kind, value=value) for key, kind, value in DEMO}
+
+
+@pytest.fixture
+def demo(transactional_db: Any) -> dict[str, Setting]:
+    """One setting of every type in a transactional test database."""
+    return make_settings()
+
+
+def _close_thread_connections() -> None:
+    connections.close_all()
+
+
+@pytest.fixture
+async def grpc_service(demo: dict[str, Setting]) -> AsyncIterator[GrpcService]:
+    """A real gRPC server with its hub, on a free loopback port, stopped afterwards."""
+    service = GrpcService("127.0.0.1:0")
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop(grace=1.0)
+        await sync_to_async(_close_thread_connections, thread_sensitive=False)()
+
+
+@pytest.fixture
+async def channel(grpc_service: GrpcService) -> AsyncIterator[grpc.aio.Channel]:
+    """An aio channel to the test server."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_service.port}") as chan:
+        yield chan
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> datastream_pb2_grpc.DataServiceStub:
+    """A DataService stub on the test channel."""
+    return datastream_pb2_grpc.DataServiceStub(channel)
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> None:
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+def request(*keys: str) -> datastream_pb2.DataRequest:
+    """A DataRequest for ``keys``."""
+    return datastream_pb2.DataRequest(keys=list(keys))

@@ -1,0 +1,205 @@
+"""The DataService over a real grpc.aio server: every RPC, its errors, and live streaming."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from asgiref.sync import sync_to_async
+
+from datastream_app.models import Setting, SettingChange
+from protos import datastream_pb2
+from tests.conftest import request, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_list_capabilities__demo_settings__every_key_with_its_type(stub):
+    response = await stub.ListCapabilities(datastream_pb2.ListCapabilitiesRequest())
+
+    assert [(c.key, c.value_type) for c in response.capabilities] == sorted(
+        [
+            ("blob", "bytes"),
+            ("debug_enabled", "bool"),
+            ("greeting", "string"),
+            ("limits", "json"),
+            ("max_connections", "int"),
+            ("ratio", "float"),
+            ("rate_limit", "int"),
+        ]
+    )
+
+
+async def test_sync__named_keys__current_wire_values(stub):
+    response = await stub.Sync(request("max_connections", "debug_enabled", "blob"))
+
+    assert set(response.data) == {"max_connections", "debug_enabled", "blob"}
+    assert response.data["max_connections"].value == b"10"
+    assert response.data["max_connections"].value_type == "int"
+    assert response.data["debug_enabled"].value == b"false"
+    assert response.data["blob"].value == b"\x00\x01\xff"
+    assert response.data["max_connections"].revision > 0
+    assert response.data["max_connections"].updated_at.seconds > 0
+
+
+async def test_sync__no_keys__every_key(stub):
+    response = await stub.Sync(request())
+
+    assert len(response.data) == 7
+
+
+async def test_sync__unknown_key__not_found_naming_it(stub):
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.Sync(request("max_connections", "no_such_key"))
+
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no_such_key" in error.value.details()
+
+
+async def test_sync__invalid_key__invalid_argument(stub):
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.Sync(request("../etc/passwd\x00"))
+
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_push_update__valid_value__stored_with_history(stub):
+    await stub.PushUpdate(datastream_pb2.Data(key="max_connections", value=b"20", value_type="int"))
+
+    setting = await Setting.objects.aget(key="max_connections")
+    assert bytes(setting.value) == b"20"
+    change = await SettingChange.objects.filter(key="max_connections").afirst()
+    assert change is not None
+    assert (bytes(change.old_value), bytes(change.new_value), change.interface) == (b"10", b"20", "grpc")
+    assert change.revision == setting.revision
+
+
+async def test_push_update__empty_value_type__uses_the_keys_type(stub):
+    await stub.PushUpdate(datastream_pb2.Data(key="ratio", value=b"1.25"))
+
+    setting = await Setting.objects.aget(key="ratio")
+    assert bytes(setting.value) == b"1.25"
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "reason"),
+    [
+        (datastream_pb2.Data(key="max_connections", value=b"ten", value_type="int"), "INVALID_ARGUMENT", "integer"),
+        (datastream_pb2.Data(key="max_connections", value=b"1", value_type="float"), "INVALID_ARGUMENT", "value_type"),
+        (datastream_pb2.Data(key="max_connections", value=b"1", value_type="decimal"), "INVALID_ARGUMENT", "decimal"),
+        (datastream_pb2.Data(key="debug_enabled", value=b"yes", value_type="bool"), "INVALID_ARGUMENT", "boolean"),
+        (datastream_pb2.Data(key="limits", value=b"{not json", value_type="json"), "INVALID_ARGUMENT", "JSON"),
+        (datastream_pb2.Data(key="greeting", value=b"\xff\xfe", value_type="string"), "INVALID_ARGUMENT", "UTF-8"),
+        (datastream_pb2.Data(key="ratio", value=b"nan", value_type="float"), "INVALID_ARGUMENT", "finite"),
+        (datastream_pb2.Data(key="no_such_key", value=b"1", value_type="int"), "NOT_FOUND", "no_such_key"),
+        (datastream_pb2.Data(key="", value=b"1"), "INVALID_ARGUMENT", "key"),
+        (datastream_pb2.Data(key="blob", value=b"x" * (1024 * 1024 + 1)), "RESOURCE_EXHAUSTED", "limit"),
+    ],
+)
+async def test_push_update__bad_input__status_and_nothing_changes(stub, data, code, reason):
+    before = {s.key: (bytes(s.value), s.revision) async for s in Setting.objects.all()}
+    history_before = await SettingChange.objects.acount()
+
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.PushUpdate(data)
+
+    assert error.value.code().name == code
+    assert reason in error.value.details()
+    after = {s.key: (bytes(s.value), s.revision) async for s in Setting.objects.all()}
+    assert after == before
+    assert await SettingChange.objects.acount() == history_before
+
+
+async def test_subscribe__first_message__current_values_of_requested_keys(stub):
+    call = stub.Subscribe(request("max_connections", "rate_limit"))
+    first = await call.read()
+    call.cancel()
+
+    assert {k: v.value for k, v in first.data.items()} == {"max_connections": b"10", "rate_limit": b"1000"}
+
+
+async def test_subscribe__unknown_key__not_found(stub):
+    call = stub.Subscribe(request("max_connections", "missing_key"))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call.read()
+
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "missing_key" in error.value.details()
+
+
+async def test_subscribe__push__change_streamed_and_stream_cleaned_up(stub, grpc_service):
+    call = stub.Subscribe(request("max_connections"))
+    await call.read()
+
+    await stub.PushUpdate(datastream_pb2.Data(key="max_connections", value=b"42", value_type="int"))
+    update = await asyncio.wait_for(call.read(), 10)
+    call.cancel()
+
+    assert update.data["max_connections"].value == b"42"
+    await wait_for(lambda: grpc_service.hub.subscription_count == 0)
+
+
+async def test_subscribe__other_key_changes__not_sent(stub):
+    call = stub.Subscribe(request("max_connections"))
+    await call.read()
+
+    await stub.PushUpdate(datastream_pb2.Data(key="rate_limit", value=b"5"))
+    await stub.PushUpdate(datastream_pb2.Data(key="max_connections", value=b"11"))
+    update = await asyncio.wait_for(call.read(), 10)
+    call.cancel()
+
+    assert list(update.data) == ["max_connections"]
+
+
+async def test_subscribe__all_keys__receives_changes_of_any_key(stub):
+    call = stub.Subscribe(request())
+    first = await call.read()
+
+    await stub.PushUpdate(datastream_pb2.Data(key="greeting", value="héllo".encode()))
+    update = await asyncio.wait_for(call.read(), 10)
+    call.cancel()
+
+    assert len(first.data) == 7
+    assert update.data["greeting"].value == "héllo".encode()
+
+
+async def test_subscribe__code_saves_model__change_streamed_in_revision_order(stub):
+    call = stub.Subscribe(request("max_connections", "rate_limit"))
+    await call.read()
+
+    def save_both() -> None:
+        for key, value in (("max_connections", b"1"), ("rate_limit", b"2"), ("max_connections", b"3")):
+            setting = Setting.objects.get(key=key)
+            setting.value = value
+            setting.save()
+
+    await sync_to_async(save_both)()
+    seen: dict[str, tuple[int, bytes]] = {}
+    revisions = []
+    while seen.get("max_connections", (0, b""))[1] != b"3" or "rate_limit" not in seen:
+        message = await asyncio.wait_for(call.read(), 10)
+        for key, data in message.data.items():
+            seen[key] = (data.revision, data.value)
+            revisions.append(data.revision)
+    call.cancel()
+
+    assert seen["rate_limit"][1] == b"2"
+    assert revisions == sorted(revisions)
+
+
+async def test_server_stop__open_stream__ends_with_unavailable(demo):
+    from datastream_app.rpc.server import GrpcService
+
+    service = GrpcService("127.0.0.1:0")
+    await service.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as chan:
+        from protos import datastream_pb2_grpc
+
+        call = datastream_pb2_grpc.DataServiceStub(chan).Subscribe(request("max_connections"))
+        await call.read()
+        await service.stop(grace=5.0)
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await call.read()
+
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
