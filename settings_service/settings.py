@@ -6,6 +6,8 @@ layer in one process. Production sets DATABASE_URL, REDIS_URL and SECRET_KEY.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -92,9 +94,13 @@ if _default_db["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    _test_name = env_str("DATASTREAM_TEST_SQLITE")
-    if _test_name:
-        _default_db["TEST"] = {"NAME": _test_name}
+    # Tests use a file, not SQLite's shared-cache memory database: worker
+    # threads write concurrently, and only a file database queues them on the
+    # busy timeout instead of failing with "table is locked".
+    _default_db["TEST"] = {
+        "NAME": env_str("DATASTREAM_TEST_SQLITE")
+        or str(Path(tempfile.gettempdir()) / f"datastream-test-{os.getpid()}.sqlite3")
+    }
 DATABASES = {"default": _default_db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-# A file, not SQLite's shared-cache memory database: worker threads write
-# concurrently, and only a file database queues them on the busy timeout.
-os.environ.setdefault("DATASTREAM_TEST_SQLITE", os.path.join(tempfile.mkdtemp(prefix="datastream-test-"), "test.sqlite3"))
+import grpc
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
 
-import grpc  # noqa: E402
-import pytest  # noqa: E402
-from asgiref.sync import sync_to_async  # noqa: E402
-from django.db import connections  # noqa: E402
-
-from datastream_app.models import Setting  # noqa: E402
-from datastream_app.rpc.server import GrpcService  # noqa: E402
-from protos import datastream_pb2, datastream_pb2_grpc  # noqa: E402
+from datastream_app.models import Setting
+from datastream_app.rpc.server import GrpcService
+from protos import datastream_pb2, datastream_pb2_grpc
 
 DEMO = [
     ("max_connections", "int", b"10"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,16 +44,20 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = time.perf_counter()
+                peer = context.peer()
                 code = grpc.StatusCode.UNKNOWN
                 try:
                     result = await inner_unary(request, context)
                     code = _code(context, grpc.StatusCode.OK)
                     return result
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
                 except BaseException:
                     code = _code(context, grpc.StatusCode.UNKNOWN)
                     raise
                 finally:
-                    _log(method, started, code, context.peer())
+                    _log(method, started, code, peer)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
@@ -65,22 +70,22 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 started = time.perf_counter()
+                peer = context.peer()
                 code = grpc.StatusCode.UNKNOWN
                 try:
                     async for item in inner_stream(request, context):
                         yield item
                     code = _code(context, grpc.StatusCode.OK)
-                except GeneratorExit:
+                except (GeneratorExit, asyncio.CancelledError):
+                    # The call is gone: its context must not be touched any
+                    # more (grpc's cython layer crashes on a finished call).
                     code = grpc.StatusCode.CANCELLED
                     raise
-                except BaseException as exc:
-                    import asyncio
-
-                    default = grpc.StatusCode.CANCELLED if isinstance(exc, asyncio.CancelledError) else grpc.StatusCode.UNKNOWN
-                    code = _code(context, default)
+                except BaseException:
+                    code = _code(context, grpc.StatusCode.UNKNOWN)
                     raise
                 finally:
-                    _log(method, started, code, context.peer())
+                    _log(method, started, code, peer)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream,
