@@ -27,7 +27,7 @@ class Actor:
     interface: str = Interface.CODE
 
 
-_current: ContextVar[Actor] = ContextVar("datastream_actor", default=Actor())
+_current: ContextVar[Actor] = ContextVar("datastream_actor", default=Actor())  # noqa: B039 - Actor is frozen
 
 
 def current_actor() -> Actor:

@@ -13,6 +13,7 @@ does the same for a lost *last* message, which no later revision reveals.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +34,7 @@ GROUP_RENEW_SECONDS = 60.0
 class Subscription:
     """One stream's view of the hub: pending frames per key, coalesced to the latest."""
 
-    __slots__ = ("keys", "pending", "sent", "_event", "closed")
+    __slots__ = ("_event", "closed", "keys", "pending", "sent")
 
     def __init__(self, keys: frozenset[str] | None) -> None:
         self.keys = keys
@@ -133,10 +134,8 @@ class Hub:
             if task is not None:
                 task.cancel()
         for task in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except (asyncio.CancelledError, Exception):
-                pass
         self._tasks = []
         await publisher.detach()
         if self._layer is not None and self._channel is not None:
@@ -264,7 +263,7 @@ class Hub:
                 backoff = min(backoff * 2, 5.0)
                 try:
                     await self._join()
-                except Exception:
+                except Exception:  # noqa: BLE001, S112 - the layer is still down; the loop retries
                     continue
                 # Anything published while the layer was gone is only in the database now.
                 await self._resync_quietly()

@@ -12,12 +12,16 @@ from django.utils import timezone
 from datastream_app import codec
 from datastream_app.audit import Interface, current_actor
 from datastream_app.codec import ValueType
+from datastream_app.exceptions import InvalidValue
 
 
 class Revision(models.Model):
     """The single-row global revision counter, increased by one per change of any key."""
 
     value = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"revision {self.value}"
 
     @classmethod
     def next(cls) -> int:
@@ -48,9 +52,7 @@ class Setting(models.Model):
     )
     value_type = models.CharField(max_length=16, choices=[(t.value, t.value) for t in ValueType])
     value = models.BinaryField(default=b"", help_text="Wire encoding of the value.")
-    json_schema = models.JSONField(
-        null=True, blank=True, help_text="Optional JSON Schema a json value must satisfy."
-    )
+    json_schema = models.JSONField(null=True, blank=True, help_text="Optional JSON Schema a json value must satisfy.")
     description = models.TextField(blank=True)
     revision = models.PositiveBigIntegerField(default=0, editable=False, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -61,32 +63,6 @@ class Setting(models.Model):
 
     def __str__(self) -> str:
         return self.key
-
-    @property
-    def type(self) -> ValueType:
-        """The value type as an enum."""
-        return ValueType(self.value_type)
-
-    @property
-    def python_value(self) -> Any:
-        """The canonical Python value."""
-        return codec.decode_wire(self.type, bytes(self.value), self.json_schema)
-
-    def set_python_value(self, value: Any) -> None:
-        """Validate ``value`` for this setting's type and schema and store its wire form."""
-        canonical = codec.check_python(self.type, value, self.json_schema)
-        self.value = codec.encode_wire(self.type, canonical)
-
-    def validate_value(self) -> None:
-        """Raise a domain error unless key, type, schema and value all fit together."""
-        codec.validate_key(self.key)
-        value_type = codec.parse_value_type(self.value_type)
-        if self.json_schema is not None:
-            if value_type is not ValueType.JSON:
-                raise codec.InvalidValue("a JSON Schema applies to json settings only")
-            codec.validate_schema(self.json_schema)
-        # Re-encoding canonicalises the stored bytes (e.g. " 10 " -> "10").
-        self.value = codec.encode_wire(value_type, codec.decode_wire(value_type, bytes(self.value), self.json_schema))
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Validate, then save with a new revision and a history row if the value changed."""
@@ -131,6 +107,32 @@ class Setting(models.Model):
             )
             self._datastream_deleted_revision = revision
             return super().delete(*args, **kwargs)
+
+    @property
+    def type(self) -> ValueType:
+        """The value type as an enum."""
+        return ValueType(self.value_type)
+
+    @property
+    def python_value(self) -> Any:
+        """The canonical Python value."""
+        return codec.decode_wire(self.type, bytes(self.value), self.json_schema)
+
+    def set_python_value(self, value: Any) -> None:
+        """Validate ``value`` for this setting's type and schema and store its wire form."""
+        canonical = codec.check_python(self.type, value, self.json_schema)
+        self.value = codec.encode_wire(self.type, canonical)
+
+    def validate_value(self) -> None:
+        """Raise a domain error unless key, type, schema and value all fit together."""
+        codec.validate_key(self.key)
+        value_type = codec.parse_value_type(self.value_type)
+        if self.json_schema is not None:
+            if value_type is not ValueType.JSON:
+                raise InvalidValue("a JSON Schema applies to json settings only")
+            codec.validate_schema(self.json_schema)
+        # Re-encoding canonicalises the stored bytes (e.g. " 10 " -> "10").
+        self.value = codec.encode_wire(value_type, codec.decode_wire(value_type, bytes(self.value), self.json_schema))
 
 
 class SettingChange(models.Model):

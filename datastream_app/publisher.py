@@ -58,10 +58,8 @@ class Publisher:
         except TimeoutError:
             logger.warning("publisher: %d changes unsent at shutdown; hubs resync them", queue.qsize())
         sender.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await sender
-        except asyncio.CancelledError:
-            pass
 
     @staticmethod
     async def _drain(queue: asyncio.Queue[Entry]) -> None:
@@ -113,11 +111,20 @@ class Publisher:
 
     def _start_own_thread(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="datastream-publisher", daemon=True)
+        thread = threading.Thread(target=self._run_own_loop, args=(loop,), name="datastream-publisher", daemon=True)
         thread.start()
         self._loop = loop
         self._own_thread = thread
         return loop
+
+    @staticmethod
+    def _run_own_loop(loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            loop.run_forever()
+        finally:
+            # Closed in its own thread: channels_redis runs this loop on close
+            # to release its connection, impossible from a thread whose loop runs.
+            loop.close()
 
     def _stop_own_thread(
         self,
@@ -140,7 +147,6 @@ class Publisher:
         asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=5)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5)
-        loop.close()
 
 
 publisher = Publisher()

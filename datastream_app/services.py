@@ -14,8 +14,8 @@ from channels.db import DatabaseSyncToAsync
 from datastream_app import codec
 from datastream_app.changes import Entry
 from datastream_app.conf import datastream_settings
-from datastream_app.exceptions import InvalidArgument, LimitExceeded, NotFound
-from datastream_app.stores import Capability, get_stores, store_for_key
+from datastream_app.exceptions import LimitExceeded, NotFound
+from datastream_app.stores import Capability, Store, get_stores, store_for_key
 
 
 def normalize_keys(keys: Iterable[str]) -> list[str]:
@@ -51,15 +51,15 @@ def get_entries(*, keys: Iterable[str]) -> dict[str, Entry]:
                     result.setdefault(key, entry)
         return dict(sorted(result.items()))
     by_store: dict[int, list[str]] = {}
-    stores = {}
-    missing = []
+    stores: dict[int, Store] = {}
+    missing: list[str] = []
     for key in wanted:
-        store = store_for_key(key)
-        if store is None:
+        owner = store_for_key(key)
+        if owner is None:
             missing.append(key)
             continue
-        stores[id(store)] = store
-        by_store.setdefault(id(store), []).append(key)
+        stores[id(owner)] = owner
+        by_store.setdefault(id(owner), []).append(key)
     found: dict[str, Entry] = {}
     for store_id, store_keys in by_store.items():
         found.update(stores[store_id].get_many(store_keys))
@@ -75,7 +75,7 @@ def _check_size(size: int) -> None:
         raise LimitExceeded(f"value is {size} bytes; the limit is {limit} bytes")
 
 
-def _store_for(key: str) -> Any:
+def _store_for(key: str) -> Store:
     codec.validate_key(key)
     store = store_for_key(key)
     if store is None:

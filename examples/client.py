@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """List capabilities, sync, then subscribe and print every update; reconnects with backoff.
 
-    python examples/client.py [--target 127.0.0.1:50051] [keys ...]
+python examples/client.py [--target 127.0.0.1:50051] [keys ...]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from protos import datastream_pb2, datastream_pb2_grpc  # noqa: E402
+from protos import datastream_pb2, datastream_pb2_grpc
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
@@ -41,7 +41,11 @@ def main() -> int:
             with grpc.insecure_channel(args.target) as channel:
                 stub = datastream_pb2_grpc.DataServiceStub(channel)
                 capabilities = stub.ListCapabilities(datastream_pb2.ListCapabilitiesRequest(), timeout=10)
-                print("capabilities:", ", ".join(f"{c.key} ({c.value_type})" for c in capabilities.capabilities), flush=True)
+                print(
+                    "capabilities:",
+                    ", ".join(f"{c.key} ({c.value_type})" for c in capabilities.capabilities),
+                    flush=True,
+                )
                 synced = stub.Sync(datastream_pb2.DataRequest(keys=args.keys), timeout=10)
                 for key in sorted(synced.data):
                     print("sync:", show(synced.data[key]), flush=True)

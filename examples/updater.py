@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Push one value over gRPC, like the original updater: max_connections = 20 by default.
 
-    python examples/updater.py [--target 127.0.0.1:50051] [--key max_connections] [--value 20] [--type int]
+python examples/updater.py [--target 127.0.0.1:50051] [--key max_connections] [--value 20] [--type int]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from protos import datastream_pb2, datastream_pb2_grpc  # noqa: E402
+from protos import datastream_pb2, datastream_pb2_grpc
 
 
 def main() -> int:

@@ -20,7 +20,7 @@ def _database_ok() -> bool:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means not ready
         return False
 
 
@@ -33,7 +33,7 @@ def _layer_ok() -> bool:
         # fails when it is down; the in-memory layer always answers.
         async_to_sync(layer.group_send)("datastream.readyz", {"type": "datastream.ping"})
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means not ready
         return False
 
 

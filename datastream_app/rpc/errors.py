@@ -76,7 +76,7 @@ def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
                 _check(request)
                 async for item in method(self, request, context):
                     yield item
-            except Exception as exc:  # noqa: BLE001 - mapped or logged in _abort_for
+            except Exception as exc:
                 if isinstance(exc, grpc.aio.AbortError):
                     raise
                 await _abort_for(exc, context, name)
@@ -88,7 +88,7 @@ def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
         try:
             _check(request)
             return await method(self, request, context)
-        except Exception as exc:  # noqa: BLE001 - mapped or logged in _abort_for
+        except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
             await _abort_for(exc, context, name)

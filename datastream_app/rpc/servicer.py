@@ -61,6 +61,7 @@ class DataServicer(datastream_pb2_grpc.DataServiceServicer):
                 frame = await sub.next_frame()
                 if frame is None:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, "server is shutting down; reconnect")
+                    return
                 yield frame
         finally:
             hub.unsubscribe(sub)
@@ -78,7 +79,8 @@ def _serialize(message: bytes | object) -> bytes:
     # change fanned out to many streams is serialised once, not per stream.
     if isinstance(message, bytes):
         return message
-    return message.SerializeToString()  # type: ignore[attr-defined]
+    serialized: bytes = message.SerializeToString()  # type: ignore[attr-defined]
+    return serialized
 
 
 def _parse(message_class: type[Message]) -> Callable[[bytes], Message | MalformedRequest]:

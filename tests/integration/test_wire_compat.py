@@ -62,7 +62,12 @@ def test_proto__original_fields__numbers_and_types_unchanged():
     from protos import datastream_pb2
 
     original = {
-        "Data": {"key": (1, "string"), "value": (2, "bytes"), "value_type": (3, "string"), "updated_at": (4, "message")},
+        "Data": {
+            "key": (1, "string"),
+            "value": (2, "bytes"),
+            "value_type": (3, "string"),
+            "updated_at": (4, "message"),
+        },
         "Capability": {"key": (1, "string"), "value_type": (2, "string")},
         "ListCapabilitiesResponse": {"capabilities": (1, "message")},
         "DataRequest": {"keys": (1, "string")},
@@ -74,8 +79,10 @@ def test_proto__original_fields__numbers_and_types_unchanged():
         for name, (number, kind) in fields.items():
             field = descriptor.fields_by_name[name]
             assert (field.number, type_names[field.type]) == (number, kind), f"{message}.{name} changed"
-    methods = {m.name: (m.input_type.name, m.output_type.name, m.server_streaming)
-               for m in datastream_pb2.DESCRIPTOR.services_by_name["DataService"].methods}
+    methods = {
+        m.name: (m.input_type.name, m.output_type.name, m.server_streaming)
+        for m in datastream_pb2.DESCRIPTOR.services_by_name["DataService"].methods
+    }
     assert methods == {
         "ListCapabilities": ("ListCapabilitiesRequest", "ListCapabilitiesResponse", False),
         "Sync": ("DataRequest", "DataResponse", False),

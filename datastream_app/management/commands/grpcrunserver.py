@@ -32,7 +32,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("address", nargs="?", help="host:port to bind (default GRPC_HOST:GRPC_PORT)")
-        parser.add_argument("--max-workers", type=int, default=None, help="accepted for compatibility; grpc.aio needs no thread pool")
+        parser.add_argument(
+            "--max-workers", type=int, default=None, help="accepted for compatibility; grpc.aio needs no thread pool"
+        )
         parser.add_argument("--dev", action="store_true", help="restart when code changes")
         parser.add_argument("--grace", type=float, default=5.0, help="seconds open streams get on shutdown")
 

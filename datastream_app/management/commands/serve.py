@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -11,6 +13,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from datastream_app.rpc.server import GrpcService
+
+
+class _WebServer(uvicorn.Server):
+    """Uvicorn without its own signal handling: this command stops HTTP and gRPC together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class Command(BaseCommand):
@@ -37,9 +47,7 @@ class Command(BaseCommand):
         config = uvicorn.Config(
             application, host=host or "127.0.0.1", port=int(port), lifespan="off", log_level="info", access_log=True
         )
-        web = uvicorn.Server(config)
-        # We own the signals: stop gRPC and HTTP together.
-        web.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        web = _WebServer(config)
         service = GrpcService(grpc_address)
         await service.start()
         stop = asyncio.Event()
@@ -47,7 +55,9 @@ class Command(BaseCommand):
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         web_task = asyncio.create_task(web.serve())
-        self.stdout.write(f"datastream: HTTP on http://{http}/ (admin at /admin/, REST at /api/v1/), gRPC on {grpc_address}")
+        self.stdout.write(
+            f"datastream: HTTP on http://{http}/ (admin at /admin/, REST at /api/v1/), gRPC on {grpc_address}"
+        )
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({web_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
         web.should_exit = True
