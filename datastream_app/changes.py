@@ -49,9 +49,7 @@ class Entry:
 
     def to_proto(self) -> datastream_pb2.Data:
         """The wire ``Data`` message for this entry."""
-        data = datastream_pb2.Data(
-            key=self.key, value=self.value, value_type=self.value_type, revision=self.revision
-        )
+        data = datastream_pb2.Data(key=self.key, value=self.value, value_type=self.value_type, revision=self.revision)
         data.updated_at.FromDatetime(self.updated_at)
         return data
 

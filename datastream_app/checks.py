@@ -37,7 +37,11 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     if not isinstance(stores, dict) or not stores:
         messages.append(Error('DATASTREAM["STORES"] must name at least one store.', id="datastream.E003"))
     backend = layers.get(alias, {}).get("BACKEND", "")
-    if backend.endswith("InMemoryChannelLayer") and not settings.DEBUG and "postgresql" in settings.DATABASES["default"]["ENGINE"]:
+    if (
+        backend.endswith("InMemoryChannelLayer")
+        and not settings.DEBUG
+        and "postgresql" in settings.DATABASES["default"]["ENGINE"]
+    ):
         messages.append(
             Warning(
                 "The in-memory channel layer reaches only streams in the same process.",

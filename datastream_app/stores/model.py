@@ -36,9 +36,7 @@ class ModelStore(Store):
             if setting is None:
                 raise NotFound(f"unknown key {key!r}", keys=[key])
             if value_type and value_type != setting.value_type:
-                raise TypeMismatch(
-                    f"key {key!r} has value_type {setting.value_type!r}, not {value_type!r}"
-                )
+                raise TypeMismatch(f"key {key!r} has value_type {setting.value_type!r}, not {value_type!r}")
             kind = ValueType(setting.value_type)
             setting.value = encode_wire(kind, decode(kind, setting.json_schema))
             setting.save()
