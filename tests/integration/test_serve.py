@@ -1,0 +1,122 @@
+"""The embedded profile as `make run` starts it: real processes, free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from protos import datastream_pb2, datastream_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+# The running `serve` process of each fixture instance, by its HTTP port.
+PROCESSES: dict[str, subprocess.Popen] = {}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def http_json(url: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_http(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read() if process.stdout else "exited"
+        try:
+            http_json(url)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer in {timeout}s")
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Migrated and bootstrapped var dir, then `manage.py serve` running; SIGTERM afterwards."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    env.update(DATASTREAM_VAR_DIR=str(tmp_path), HTTP_PORT=str(free_port()), GRPC_PORT=str(free_port()))
+    manage(env, "migrate", "--noinput", "-v", "0")
+    env["BOOTSTRAP_OUTPUT"] = manage(env, "bootstrap")
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{env['HTTP_PORT']}/healthz", process)
+        PROCESSES[env["HTTP_PORT"]] = process
+        yield env
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+def test_bootstrap__run_twice__demo_settings_and_admin_created_once(embedded):
+    again = manage(embedded, "bootstrap")
+
+    assert "created admin user: username admin, password" in embedded["BOOTSTRAP_OUTPUT"]
+    assert "created demo setting max_connections = 10 (int)" in embedded["BOOTSTRAP_OUTPUT"]
+    assert "created" not in again
+    assert "admin user exists" in again
+    credentials = Path(embedded["DATASTREAM_VAR_DIR"]) / "admin-credentials.txt"
+    assert oct(credentials.stat().st_mode & 0o777) == "0o600"
+
+
+def test_serve__rest_push__reaches_grpc_subscriber_in_the_same_process(embedded):
+    base = f"http://127.0.0.1:{embedded['HTTP_PORT']}"
+    capabilities = http_json(f"{base}/api/v1/capabilities")["capabilities"]
+    with grpc.insecure_channel(f"127.0.0.1:{embedded['GRPC_PORT']}") as channel:
+        stream = datastream_pb2_grpc.DataServiceStub(channel).Subscribe(
+            datastream_pb2.DataRequest(keys=["max_connections"]), timeout=30
+        )
+        first = next(stream)
+        http_json(f"{base}/api/v1/push", {"key": "max_connections", "value": 20})
+        update = next(stream)
+        stream.cancel()
+
+    assert {"key": "debug_enabled", "value_type": "bool"} in capabilities
+    assert first.data["max_connections"].value == b"10"
+    assert update.data["max_connections"].value == b"20"
+
+
+def test_serve__sigterm__streams_end_unavailable_and_process_exits_zero(embedded):
+    with grpc.insecure_channel(f"127.0.0.1:{embedded['GRPC_PORT']}") as channel:
+        stream = datastream_pb2_grpc.DataServiceStub(channel).Subscribe(datastream_pb2.DataRequest(), timeout=30)
+        next(stream)
+        process = PROCESSES[embedded["HTTP_PORT"]]
+        process.send_signal(signal.SIGTERM)
+        with pytest.raises(grpc.RpcError) as error:
+            next(stream)
+
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert process.wait(timeout=20) == 0
