@@ -203,3 +203,47 @@ async def test_server_stop__open_stream__ends_with_unavailable(demo):
             await call.read()
 
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_health__running_server__serving_for_all_and_for_the_service(channel):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    health = health_pb2_grpc.HealthStub(channel)
+    overall = await health.Check(health_pb2.HealthCheckRequest(service=""))
+    service = await health.Check(health_pb2.HealthCheckRequest(service="datastream.DataService"))
+
+    assert overall.status == health_pb2.HealthCheckResponse.SERVING
+    assert service.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection__list_services__datastream_health_and_reflection(channel):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = stub.ServerReflectionInfo()
+    await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+    response = await call.read()
+    await call.done_writing()
+
+    names = {s.name for s in response.list_services_response.service}
+    assert {"datastream.DataService", "grpc.health.v1.Health"} <= names
+
+
+async def test_malformed_request_bytes__each_rpc__invalid_argument(channel):
+    for method, streaming in (
+        ("ListCapabilities", False),
+        ("Sync", False),
+        ("PushUpdate", False),
+        ("Subscribe", True),
+    ):
+        path = f"/datastream.DataService/{method}"
+        garbage = b"\x0a\xff\xff\xff\xff\x0f"  # a length prefix far beyond the buffer
+        if streaming:
+            call = channel.unary_stream(path)(garbage)
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await call.read()
+        else:
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await channel.unary_unary(path)(garbage)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+        assert "malformed" in error.value.details()
