@@ -105,6 +105,8 @@ def test_serve__rest_push__reaches_grpc_subscriber_in_the_same_process(embedded)
         stream.cancel()
 
     assert {"key": "debug_enabled", "value_type": "bool"} in capabilities
+    with urllib.request.urlopen(f"{base}/static/admin/css/base.css", timeout=10) as css:
+        assert css.status == 200  # the admin is styled without a separate static server
     assert first.data["max_connections"].value == b"10"
     assert update.data["max_connections"].value == b"20"
 
