@@ -15,8 +15,10 @@ class Interface:
     REST = "rest"
     GRPC = "grpc"
     CODE = "code"
+    # Changed in a backing store by another program (a git commit, an S3 upload, a SQL write).
+    STORE = "store"
 
-    CHOICES = [(ADMIN, "admin"), (REST, "REST"), (GRPC, "gRPC"), (CODE, "code")]
+    CHOICES = [(ADMIN, "admin"), (REST, "REST"), (GRPC, "gRPC"), (CODE, "code"), (STORE, "backing store")]
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from datastream_app.changes import MESSAGE_TYPE, Entry
 from datastream_app.conf import datastream_settings
 from datastream_app.publisher import GROUP, publisher
 
+REFRESH_TYPE = "datastream.refresh"
+
 logger = logging.getLogger(__name__)
 
 # Group membership expires on every layer; renew it well within the shortest expiry.
@@ -106,6 +108,8 @@ class Hub:
         self.layer_ok = False
         self.database_ok = False
         self.on_health_change: Callable[[Hub], None] | None = None
+        # Called with a store alias when some process asks for that store to be listed now.
+        self.on_refresh: Callable[[str], None] | None = None
         self.stats = {"received": 0, "resyncs": 0, "resynced_entries": 0}
 
     # Lifecycle
@@ -267,6 +271,10 @@ class Hub:
                     continue
                 # Anything published while the layer was gone is only in the database now.
                 await self._resync_quietly()
+                continue
+            if message.get("type") == REFRESH_TYPE:
+                if self.on_refresh is not None:
+                    self.on_refresh(str(message.get("store", "")))
                 continue
             if message.get("type") != MESSAGE_TYPE:
                 continue

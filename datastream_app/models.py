@@ -141,6 +141,7 @@ class SettingChange(models.Model):
     CREATE, UPDATE, DELETE = "create", "update", "delete"
 
     setting = models.ForeignKey(Setting, null=True, blank=True, on_delete=models.SET_NULL, related_name="history")
+    store = models.CharField(max_length=64, blank=True, default="", help_text="Store alias; empty for settings.")
     key = models.CharField(max_length=codec.KEY_MAX_LENGTH, db_index=True)
     value_type = models.CharField(max_length=16)
     action = models.CharField(max_length=8, choices=[(CREATE, "create"), (UPDATE, "update"), (DELETE, "delete")])
@@ -170,11 +171,13 @@ class SettingChange(models.Model):
         revision: int,
         changed_at: datetime,
         action: str,
+        store: str = "",
     ) -> SettingChange:
         """Write one history row attributed to the current actor."""
         actor = current_actor()
         return cls.objects.create(
             setting=setting,
+            store=store,
             key=key,
             value_type=value_type,
             action=action,
@@ -185,3 +188,49 @@ class SettingChange(models.Model):
             interface=actor.interface,
             changed_at=changed_at,
         )
+
+
+class MirroredEntry(models.Model):
+    """The current value of a key served by an external store (git, S3, SQL table).
+
+    The store's watcher keeps this copy in step with the source, taking a global
+    revision and a history row per change, so reads, revisions and resyncs work
+    the same for every store.
+    """
+
+    store = models.CharField(max_length=64, db_index=True)
+    key = models.CharField(max_length=codec.KEY_MAX_LENGTH, unique=True)
+    value_type = models.CharField(max_length=16, choices=[(t.value, t.value) for t in ValueType])
+    value = models.BinaryField(default=b"")
+    # The source's version marker (blob id, ETag, row hash): equal means unchanged.
+    etag = models.CharField(max_length=255)
+    revision = models.PositiveBigIntegerField(db_index=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["key"]
+        verbose_name = "mirrored entry"
+        verbose_name_plural = "mirrored entries"
+
+    def __str__(self) -> str:
+        return f"{self.store}:{self.key}"
+
+
+class StoreStatus(models.Model):
+    """Health and watcher lease of one external store, shared by every process."""
+
+    alias = models.CharField(max_length=64, primary_key=True)
+    ok = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    checked_at = models.DateTimeField(null=True)
+    # One process at a time refreshes a store, so an older listing can never
+    # overwrite a newer one; the lease passes on when its holder stops renewing.
+    leader = models.CharField(max_length=128, blank=True)
+    lease_until = models.DateTimeField(null=True)
+
+    class Meta:
+        verbose_name = "store status"
+        verbose_name_plural = "store statuses"
+
+    def __str__(self) -> str:
+        return f"{self.alias}: {'ok' if self.ok else 'unavailable'}"

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from typing import Any
 
 from channels.layers import get_channel_layer
 
@@ -28,7 +29,7 @@ class Publisher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[Entry] | None = None
+        self._queue: asyncio.Queue[dict[str, Any]] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._own_thread: threading.Thread | None = None
 
@@ -62,23 +63,27 @@ class Publisher:
             await sender
 
     @staticmethod
-    async def _drain(queue: asyncio.Queue[Entry]) -> None:
+    async def _drain(queue: asyncio.Queue[dict[str, Any]]) -> None:
         await queue.join()
 
     def publish(self, entry: Entry) -> None:
         """Queue ``entry`` for sending; safe from any thread, never blocks on the network."""
+        self.send(entry.to_message())
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue any group message (a change, a refresh request) for sending, from any thread."""
         with self._lock:
             loop = self._loop
             if loop is None or loop.is_closed():
                 loop = self._start_own_thread()
         try:
-            loop.call_soon_threadsafe(self._enqueue, loop, entry)
+            loop.call_soon_threadsafe(self._enqueue, loop, message)
         except RuntimeError:
             # The loop closed between the check and the call (process shutting
             # down); the hubs' periodic resync from the database covers it.
-            logger.warning("publish of %s@%d skipped: event loop closed", entry.key, entry.revision)
+            logger.warning("%s skipped: event loop closed", _describe(message))
 
-    def _enqueue(self, loop: asyncio.AbstractEventLoop, entry: Entry) -> None:
+    def _enqueue(self, loop: asyncio.AbstractEventLoop, message: dict[str, Any]) -> None:
         with self._lock:
             moved = self._loop is not loop
             if not moved and (self._queue is None or self._sender is None or self._sender.done()):
@@ -86,26 +91,26 @@ class Publisher:
                 self._sender = loop.create_task(self._send_loop(self._queue), name="datastream-publisher")
             queue = self._queue
         if moved or queue is None:
-            # Sending moved to another loop meanwhile: hand the entry over.
-            self.publish(entry)
+            # Sending moved to another loop meanwhile: hand the message over.
+            self.send(message)
             return
-        queue.put_nowait(entry)
+        queue.put_nowait(message)
 
-    async def _send_loop(self, queue: asyncio.Queue[Entry]) -> None:
+    async def _send_loop(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         layer = get_channel_layer()
         if layer is None:
             logger.error("no channel layer configured: changes are not published")
             return
         while True:
-            entry = await queue.get()
+            message = await queue.get()
             try:
-                await layer.group_send(GROUP, entry.to_message())
+                await layer.group_send(GROUP, message)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # A lost message is repaired by every hub's resync from the
                 # database; log it so an operator sees the layer is unhealthy.
-                logger.exception("publishing %s@%d failed", entry.key, entry.revision)
+                logger.exception("%s failed", _describe(message))
             finally:
                 queue.task_done()
 
@@ -131,7 +136,7 @@ class Publisher:
         thread: threading.Thread | None,
         loop: asyncio.AbstractEventLoop | None,
         sender: asyncio.Task[None] | None,
-        queue: asyncio.Queue[Entry] | None,
+        queue: asyncio.Queue[dict[str, Any]] | None,
     ) -> None:
         if thread is None or loop is None:
             return
@@ -147,6 +152,12 @@ class Publisher:
         asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=5)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5)
+
+
+def _describe(message: dict[str, Any]) -> str:
+    return (
+        f"publishing {message.get('type')} {message.get('key', message.get('store', ''))}@{message.get('revision', '')}"
+    )
 
 
 publisher = Publisher()

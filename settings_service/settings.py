@@ -131,8 +131,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
-# Without collectstatic (make run), serve straight from the apps' static dirs.
+# Only for `collectstatic`; WhiteNoise serves straight from the apps' static
+# dirs, so no profile needs that step.
+STATIC_ROOT = env_str("STATIC_ROOT")
 WHITENOISE_USE_FINDERS = True
 
 REST_FRAMEWORK = {

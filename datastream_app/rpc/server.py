@@ -17,6 +17,7 @@ from datastream_app.conf import datastream_settings
 from datastream_app.hub import Hub, set_hub
 from datastream_app.rpc.interceptors import LoggingInterceptor
 from datastream_app.rpc.servicer import SERVICE_NAME
+from datastream_app.stores.watch import StoreWatchers
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class GrpcService:
         self.max_workers = max_workers
         self.port = 0
         self.hub = Hub()
+        self.watchers = StoreWatchers()
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
 
@@ -56,6 +58,8 @@ class GrpcService:
         await self.hub.start()
         set_hub(self.hub)
         self.hub.on_health_change = self._on_health_change
+        self.hub.on_refresh = self.watchers.wake
+        await self.watchers.start()
         server = grpc.aio.server(
             interceptors=[LoggingInterceptor()],
             options=server_options(),
@@ -80,6 +84,7 @@ class GrpcService:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting calls, end streams within ``grace`` seconds, then stop the hub."""
         await self.health.enter_graceful_shutdown()
+        await self.watchers.stop()
         if self.server is not None:
             stopping = asyncio.create_task(self.server.stop(grace))
             # Once new calls are refused, wake every Subscribe so it ends with

@@ -1,68 +1,87 @@
-"""An in-memory store: the reference implementation of the store contract.
+"""An external store whose source is a dict in this process: the reference backend.
 
-It serves one process only and keeps nothing across restarts; use it for tests
-and as the model a new backend is checked against.
+It shows the smallest complete backend (``fetch`` and ``write``) and lets tests
+change the source "from outside" through ``MemoryStore.source(alias)``. It keeps
+nothing across restarts and is not shared between processes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
-from django.utils import timezone
-
-from datastream_app.changes import Entry
-from datastream_app.codec import ValueType, check_python, encode_wire, parse_value_type, validate_key
-from datastream_app.exceptions import NotFound, TypeMismatch
-from datastream_app.stores.base import Capability, Decoder, Store
+from datastream_app.codec import check_python, encode_wire, parse_value_type, validate_key
+from datastream_app.exceptions import Aborted
+from datastream_app.stores.mirrored import MirroredStore, Snapshot
 
 
-class MemoryStore(Store):
-    """Keys declared in OPTIONS["keys"] as {key: (value_type, initial value)}."""
+def etag_of(value_type: str, value: bytes) -> str:
+    """A content hash as the version marker."""
+    return hashlib.sha256(value_type.encode() + b"\0" + value).hexdigest()
 
-    def __init__(self, *, alias: str, prefix: str = "", keys: dict[str, tuple[str, Any]] | None = None) -> None:
-        super().__init__(alias=alias, prefix=prefix)
-        self._lock = threading.Lock()
-        self._revision = 0
-        self._entries: dict[str, Entry] = {}
-        for key, (value_type, value) in (keys or {}).items():
-            kind = parse_value_type(value_type)
-            self._store(validate_key(key), kind, encode_wire(kind, check_python(kind, value)))
 
-    def _store(self, key: str, kind: ValueType, raw: bytes) -> Entry:
-        self._revision += 1
-        entry = Entry(key=key, value_type=kind.value, value=raw, revision=self._revision, updated_at=timezone.now())
-        self._entries[key] = entry
-        return entry
+class MemorySource:
+    """The outside system: keys with a type and wire bytes, safe across threads."""
 
-    def capabilities(self) -> list[Capability]:
-        """Every declared key with its type."""
-        with self._lock:
-            return [Capability(key=k, value_type=e.value_type) for k, e in sorted(self._entries.items())]
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: dict[str, tuple[str, bytes]] = {}
+        self.reachable = True
 
-    def get_many(self, keys: Sequence[str] | None) -> dict[str, Entry]:
-        """Current values of the requested keys."""
-        with self._lock:
-            if keys is None:
-                return dict(sorted(self._entries.items()))
-            return {k: self._entries[k] for k in keys if k in self._entries}
+    def set(self, key: str, value_type: str, value: bytes) -> None:
+        """Write a key the way another program would."""
+        with self.lock:
+            self.items[key] = (value_type, value)
 
-    def put(self, key: str, *, value_type: str, decode: Decoder) -> Entry:
-        """Validate fully, then swap the entry in one step."""
-        with self._lock:
-            current = self._entries.get(key)
-            if current is None:
-                raise NotFound(f"unknown key {key!r}", keys=[key])
-            if value_type and value_type != current.value_type:
-                raise TypeMismatch(f"key {key!r} has value_type {current.value_type!r}, not {value_type!r}")
-            kind = ValueType(current.value_type)
-            raw = encode_wire(kind, decode(kind, None))
-            if raw == current.value:
-                return current
-            return self._store(key, kind, raw)
+    def delete(self, key: str) -> None:
+        """Remove a key the way another program would."""
+        with self.lock:
+            self.items.pop(key, None)
 
-    def current_revision(self) -> int:
-        """This store's own revision counter."""
-        with self._lock:
-            return self._revision
+
+class MemoryStore(MirroredStore):
+    """OPTIONS: ``keys`` = {key: (value_type, initial Python value)} seeds the source once."""
+
+    _sources: ClassVar[dict[str, MemorySource]] = {}
+    _sources_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, *, alias: str, keys: dict[str, tuple[str, Any]] | None = None, **options: Any) -> None:
+        super().__init__(alias=alias, **options)
+        with self._sources_lock:
+            if alias not in self._sources:
+                source = MemorySource()
+                for key, (value_type, value) in (keys or {}).items():
+                    kind = parse_value_type(value_type)
+                    source.set(validate_key(key), kind.value, encode_wire(kind, check_python(kind, value)))
+                self._sources[alias] = source
+            self.src = self._sources[alias]
+
+    @classmethod
+    def source(cls, alias: str) -> MemorySource:
+        """The source behind ``alias`` (for tests and demos)."""
+        return cls._sources[alias]
+
+    @classmethod
+    def forget(cls, alias: str) -> None:
+        """Drop the source behind ``alias``."""
+        with cls._sources_lock:
+            cls._sources.pop(alias, None)
+
+    def fetch(self) -> dict[str, Snapshot]:
+        """Every key in the dict."""
+        with self.src.lock:
+            if not self.src.reachable:
+                raise ConnectionError("memory source switched off")
+            return {k: Snapshot(t, v, etag_of(t, v)) for k, (t, v) in self.src.items.items()}
+
+    def write(self, key: str, value: bytes, value_type: str, expected_etag: str) -> Snapshot:
+        """Compare-and-set on the content hash."""
+        with self.src.lock:
+            if not self.src.reachable:
+                raise ConnectionError("memory source switched off")
+            current = self.src.items.get(key)
+            if current is None or etag_of(*current) != expected_etag:
+                raise Aborted(f"key {key!r} changed in store {self.alias!r} meanwhile; read it again and retry")
+            self.src.items[key] = (value_type, value)
+            return Snapshot(value_type, value, etag_of(value_type, value))

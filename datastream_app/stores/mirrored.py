@@ -1,0 +1,285 @@
+"""Base of the external stores (git, S3, SQL tables): the source of truth lives outside Django.
+
+A backend only lists its keys (``fetch``) and writes one (``write``). This base
+keeps a copy of every key in the MirroredEntry table: a watcher compares each
+listing with the copy and applies every difference in its own transaction,
+taking a global revision and a history row, then publishing the change after
+commit exactly like a setting saved in the admin. Reads are served from the
+copy, so they are as fast and as consistent as the model store's, and fail with
+UNAVAILABLE when the source could not be read recently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from datastream_app import codec
+from datastream_app.audit import Interface, acting
+from datastream_app.changes import Entry
+from datastream_app.exceptions import DatastreamError, InvalidKey, InvalidValue, NotFound, TypeMismatch, Unavailable
+from datastream_app.models import MirroredEntry, Revision, SettingChange, StoreStatus
+from datastream_app.publisher import publisher
+from datastream_app.stores.base import Capability, Decoder, Store
+
+logger = logging.getLogger(__name__)
+
+# Who holds a store's watcher lease: unique per process on this host.
+PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One key as the source holds it: type, wire bytes and the source's version marker."""
+
+    value_type: str
+    value: bytes
+    etag: str
+
+
+def _entry(row: MirroredEntry) -> Entry:
+    return Entry(
+        key=row.key, value_type=row.value_type, value=bytes(row.value), revision=row.revision, updated_at=row.updated_at
+    )
+
+
+class MirroredStore(Store):
+    """A store whose keys are copied from an outside source by a watcher.
+
+    OPTIONS common to every external store: ``poll_interval`` (seconds between
+    listings, default 5), ``stale_after`` (seconds without a successful listing
+    before its keys fail with UNAVAILABLE, default max(3 * poll_interval, 15)).
+    """
+
+    def __init__(
+        self,
+        *,
+        alias: str,
+        prefix: str = "",
+        poll_interval: float = 5.0,
+        stale_after: float | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(alias=alias, prefix=prefix, **options)
+        self.poll_interval = float(poll_interval)
+        self.stale_after = float(stale_after) if stale_after is not None else max(3 * self.poll_interval, 15.0)
+
+    # Backend hooks
+
+    @abstractmethod
+    def fetch(self) -> dict[str, Snapshot]:
+        """Every key the source holds now (full keys, with the prefix); raise on any failure to read."""
+
+    @abstractmethod
+    def write(self, key: str, value: bytes, value_type: str, expected_etag: str) -> Snapshot:
+        """Write one key to the source if it still holds ``expected_etag``.
+
+        Raise Aborted if the source moved on (nothing written), Unavailable if it
+        cannot be reached. Return the key as the source now holds it.
+        """
+
+    def wait(self, timeout: float) -> None:
+        """Block until the source may have changed or ``timeout`` passes (backends with notifications override)."""
+        time.sleep(timeout)
+
+    def close(self) -> None:
+        """Release connections and files (called when the watcher stops)."""
+
+    # Watching
+
+    def refresh(self) -> int:
+        """List the source and apply every difference to the copy; return how many keys changed.
+
+        A failure to read marks the store unavailable and raises Unavailable.
+        """
+        try:
+            listing = self.fetch()
+        except Exception as exc:
+            message = f"store {self.alias!r} unavailable: {exc}"
+            self._set_status(ok=False, error=message)
+            raise Unavailable(message) from exc
+        valid = {key: snap for key, snap in listing.items() if self._acceptable(key, snap)}
+        current = {
+            row["key"]: row["etag"] for row in MirroredEntry.objects.filter(store=self.alias).values("key", "etag")
+        }
+        changed = 0
+        with acting(self.alias, Interface.STORE):
+            for key, snap in valid.items():
+                if current.get(key) != snap.etag and self.apply(key, snap) is not None:
+                    changed += 1
+            for key in current.keys() - valid.keys():
+                if key in listing:
+                    continue  # present but invalid now: keep serving the last valid value
+                if self.apply(key, None) is not None:
+                    changed += 1
+        self._set_status(ok=True, error="")
+        return changed
+
+    def _acceptable(self, key: str, snap: Snapshot) -> bool:
+        try:
+            codec.validate_key(key)
+            kind = codec.parse_value_type(snap.value_type)
+            codec.decode_wire(kind, snap.value)
+        except InvalidValue as exc:
+            logger.warning("store %s: %s skipped: %s", self.alias, key, exc.message)
+            return False
+        except InvalidKey as exc:
+            logger.warning("store %s: key %r skipped: %s", self.alias, key, exc.message)
+            return False
+        if not self.owns(key):
+            logger.warning("store %s: key %r is outside its prefix %r; skipped", self.alias, key, self.prefix)
+            return False
+        return True
+
+    def apply(self, key: str, snap: Snapshot | None) -> Entry | None:
+        """Bring one key of the copy in line with ``snap`` (None: deleted); None if it already was."""
+        with transaction.atomic():
+            row = MirroredEntry.objects.select_for_update().filter(key=key).first()
+            if row is not None and row.store != self.alias:
+                logger.warning("store %s: key %r already served by store %s; skipped", self.alias, key, row.store)
+                return None
+            if snap is None:
+                if row is None:
+                    return None
+                revision = Revision.next()
+                now = timezone.now()
+                SettingChange.record(
+                    setting=None,
+                    store=self.alias,
+                    key=key,
+                    value_type=row.value_type,
+                    old_value=bytes(row.value),
+                    new_value=None,
+                    revision=revision,
+                    changed_at=now,
+                    action=SettingChange.DELETE,
+                )
+                entry = Entry(
+                    key=key, value_type=row.value_type, value=b"", revision=revision, updated_at=now, deleted=True
+                )
+                row.delete()
+            else:
+                if row is not None and row.etag == snap.etag:
+                    return None
+                kind = codec.ValueType(snap.value_type)
+                # Canonical bytes, as for settings: what subscribers see is always the canonical form.
+                value = codec.encode_wire(kind, codec.decode_wire(kind, snap.value))
+                revision = Revision.next()
+                now = timezone.now()
+                old = None if row is None else bytes(row.value)
+                if row is None:
+                    row = MirroredEntry(store=self.alias, key=key)
+                row.value_type, row.value, row.etag, row.revision, row.updated_at = (
+                    snap.value_type,
+                    value,
+                    snap.etag,
+                    revision,
+                    now,
+                )
+                row.save()
+                SettingChange.record(
+                    setting=None,
+                    store=self.alias,
+                    key=key,
+                    value_type=snap.value_type,
+                    old_value=old,
+                    new_value=value,
+                    revision=revision,
+                    changed_at=now,
+                    action=SettingChange.CREATE if old is None else SettingChange.UPDATE,
+                )
+                entry = _entry(row)
+            transaction.on_commit(partial(publisher.publish, entry), robust=True)
+        return entry
+
+    # Lease and status
+
+    def acquire_lease(self, holder: str = PROCESS_ID) -> bool:
+        """Take or renew the watcher lease for this store; False if another live process holds it."""
+        now = timezone.now()
+        until = now + timedelta(seconds=self.stale_after)
+        StoreStatus.objects.get_or_create(alias=self.alias)
+        taken = StoreStatus.objects.filter(
+            Q(leader=holder) | Q(leader="") | Q(lease_until__isnull=True) | Q(lease_until__lt=now), alias=self.alias
+        ).update(leader=holder, lease_until=until)
+        return taken == 1
+
+    def release_lease(self, holder: str = PROCESS_ID) -> None:
+        """Give the lease up so another process takes over at once."""
+        StoreStatus.objects.filter(alias=self.alias, leader=holder).update(leader="", lease_until=None)
+
+    def _set_status(self, *, ok: bool, error: str) -> None:
+        StoreStatus.objects.update_or_create(
+            alias=self.alias, defaults={"ok": ok, "error": error[:2000], "checked_at": timezone.now()}
+        )
+
+    def check_available(self) -> None:
+        """Raise Unavailable unless the source was read successfully within ``stale_after`` seconds."""
+        status = StoreStatus.objects.filter(alias=self.alias).first()
+        if status is None or status.checked_at is None:
+            raise Unavailable(f"store {self.alias!r} has not been read yet")
+        if not status.ok:
+            raise Unavailable(status.error or f"store {self.alias!r} unavailable")
+        age = (timezone.now() - status.checked_at).total_seconds()
+        if age > self.stale_after:
+            raise Unavailable(f"store {self.alias!r} unavailable: not read for {age:.0f}s")
+
+    # Store interface, served from the copy
+
+    def _rows(self) -> Any:
+        return MirroredEntry.objects.filter(store=self.alias)
+
+    def capabilities(self) -> list[Capability]:
+        """Every key of the source with its type."""
+        self.check_available()
+        return [
+            Capability(key=k, value_type=t) for k, t in self._rows().order_by("key").values_list("key", "value_type")
+        ]
+
+    def get_many(self, keys: Sequence[str] | None) -> dict[str, Entry]:
+        """Current values from the copy."""
+        self.check_available()
+        rows = self._rows() if keys is None else self._rows().filter(key__in=list(keys))
+        return {row.key: _entry(row) for row in rows.order_by("key")}
+
+    def put(self, key: str, *, value_type: str, decode: Decoder) -> Entry:
+        """Write to the source first (conditional on the version we hold), then record the change."""
+        self.check_available()
+        row = self._rows().filter(key=key).first()
+        if row is None:
+            raise NotFound(f"unknown key {key!r}", keys=[key])
+        if value_type and value_type != row.value_type:
+            raise TypeMismatch(f"key {key!r} has value_type {row.value_type!r}, not {value_type!r}")
+        kind = codec.ValueType(row.value_type)
+        value = codec.encode_wire(kind, decode(kind, None))
+        if value == bytes(row.value):
+            return _entry(row)
+        try:
+            snap = self.write(key, value, row.value_type, row.etag)
+        except DatastreamError:
+            raise
+        except Exception as exc:
+            message = f"store {self.alias!r} unavailable: {exc}"
+            self._set_status(ok=False, error=message)
+            raise Unavailable(message) from exc
+        return self.apply(key, snap) or _entry(self._rows().get(key=key))
+
+    def changed_since(self, revision: int) -> dict[str, Entry]:
+        """Keys of this store changed after ``revision``."""
+        return {row.key: _entry(row) for row in self._rows().filter(revision__gt=revision).order_by("revision")}
+
+    def current_revision(self) -> int:
+        """The global revision counter (shared with every store)."""
+        return Revision.current()
