@@ -21,6 +21,8 @@ class Entry:
     revision: int
     updated_at: datetime
     deleted: bool = False
+    # Secret settings reach only callers granted secret read.
+    secret: bool = False
 
     def to_message(self) -> dict[str, Any]:
         """The channel-layer message (msgpack-safe: str, bytes, int, bool)."""
@@ -33,6 +35,7 @@ class Entry:
             "revision": self.revision,
             "updated_at_us": int(ts.timestamp() * 1_000_000),
             "deleted": self.deleted,
+            "secret": self.secret,
         }
 
     @classmethod
@@ -45,6 +48,7 @@ class Entry:
             revision=int(message["revision"]),
             updated_at=datetime.fromtimestamp(int(message["updated_at_us"]) / 1_000_000, tz=UTC),
             deleted=bool(message.get("deleted", False)),
+            secret=bool(message.get("secret", False)),
         )
 
     def to_proto(self) -> datastream_pb2.Data:

@@ -19,6 +19,9 @@ DEFAULTS: dict[str, Any] = {
     # How long the hub waits for a missing revision before it resyncs.
     "GAP_GRACE": 0.2,
     "ANONYMOUS_LOOPBACK": True,
+    "MAX_STREAMS_PER_TOKEN": 1000,
+    # Pushes per second per token (bursts up to twice that); 0 turns the limit off.
+    "PUSH_RATE_PER_TOKEN": 50,
     "CHANNEL_LAYER": "default",
 }
 

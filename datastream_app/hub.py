@@ -18,9 +18,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from channels.db import DatabaseSyncToAsync
 from channels.layers import BaseChannelLayer, get_channel_layer
 
 from datastream_app import services
+from datastream_app.access import SYSTEM, Principal, invalid_tokens
 from datastream_app.changes import MESSAGE_TYPE, Entry
 from datastream_app.conf import datastream_settings
 from datastream_app.publisher import GROUP, publisher
@@ -36,10 +38,13 @@ GROUP_RENEW_SECONDS = 60.0
 class Subscription:
     """One stream's view of the hub: pending frames per key, coalesced to the latest."""
 
-    __slots__ = ("_event", "closed", "keys", "pending", "sent")
+    __slots__ = ("_event", "close_reason", "closed", "keys", "pending", "principal", "sent")
 
-    def __init__(self, keys: frozenset[str] | None) -> None:
+    def __init__(self, keys: frozenset[str] | None, principal: Principal = SYSTEM) -> None:
         self.keys = keys
+        self.principal = principal
+        # Why the hub ended this stream: (grpc status name, message); None: shutdown.
+        self.close_reason: tuple[str, str] | None = None
         self.pending: dict[str, tuple[int, bytes]] = {}
         # Highest revision already delivered (or covered by the snapshot) per key.
         self.sent: dict[str, int] = {}
@@ -50,9 +55,13 @@ class Subscription:
         """Whether this subscription covers ``key``."""
         return self.keys is None or key in self.keys
 
-    def offer(self, key: str, revision: int, frame: bytes) -> None:
-        """Queue ``frame`` unless something as new was already sent or queued for ``key``."""
+    def offer(self, key: str, revision: int, frame: bytes, secret: bool = False) -> None:
+        """Queue ``frame`` unless as new a one was sent or queued for ``key``, or the caller may not see it."""
         if revision <= self.sent.get(key, 0):
+            return
+        if secret and not self.principal.can_read_secret(key):
+            return
+        if self.keys is None and not self.principal.can_read(key):
             return
         queued = self.pending.get(key)
         if queued is None or queued[0] < revision:
@@ -85,8 +94,9 @@ class Subscription:
         # Revision order within the merged message, for readers that care.
         return b"".join(frame for _, frame in sorted(pending.values(), key=lambda item: item[0]))
 
-    def close(self) -> None:
-        """Wake the waiting stream so it ends."""
+    def close(self, reason: tuple[str, str] | None = None) -> None:
+        """Wake the waiting stream so it ends (with ``reason`` as its status, if given)."""
+        self.close_reason = reason
         self.closed = True
         self._event.set()
 
@@ -147,7 +157,7 @@ class Hub:
                 await self._layer.group_discard(GROUP, self._channel)
             except Exception:
                 logger.warning("hub: could not leave the change group", exc_info=True)
-        for sub in [*self._all, *(s for subs in self._by_key.values() for s in subs)]:
+        for sub in self.subscriptions():
             sub.close()
         self._all.clear()
         self._by_key.clear()
@@ -160,9 +170,9 @@ class Hub:
 
     # Subscriptions
 
-    def subscribe(self, keys: list[str] | None) -> Subscription:
-        """Register a subscription for ``keys`` (None: every key) before reading its snapshot."""
-        sub = Subscription(frozenset(keys) if keys else None)
+    def subscribe(self, keys: list[str] | None, principal: Principal = SYSTEM) -> Subscription:
+        """Register a subscription for ``keys`` (None: every key the caller may read) before reading its snapshot."""
+        sub = Subscription(frozenset(keys) if keys else None, principal)
         if sub.keys is None:
             self._all.add(sub)
         else:
@@ -199,10 +209,10 @@ class Hub:
             return
         frame = entry.frame()
         for sub in self._all:
-            sub.offer(entry.key, entry.revision, frame)
+            sub.offer(entry.key, entry.revision, frame, entry.secret)
         if subs:
             for sub in subs:
-                sub.offer(entry.key, entry.revision, frame)
+                sub.offer(entry.key, entry.revision, frame, entry.secret)
 
     def _track(self, revision: int) -> None:
         if revision <= self._applied:
@@ -293,6 +303,7 @@ class Hub:
             interval = datastream_settings.RESYNC_INTERVAL
             await asyncio.sleep(interval)
             await self._resync_quietly()
+            await self._end_revoked_streams()
             since_renew += interval
             if since_renew >= GROUP_RENEW_SECONDS:
                 since_renew = 0.0
@@ -302,6 +313,27 @@ class Hub:
                 except Exception:
                     logger.warning("hub: renewing the group membership failed", exc_info=True)
                     self._set_health(layer_ok=False)
+
+    def subscriptions(self) -> set[Subscription]:
+        """Every live subscription."""
+        return {*self._all, *(s for subs in self._by_key.values() for s in subs)}
+
+    async def _end_revoked_streams(self) -> None:
+        # One query per interval for the whole process, not one per stream.
+        by_token: dict[int, list[Subscription]] = {}
+        for sub in self.subscriptions():
+            if sub.principal.token_id is not None:
+                by_token.setdefault(sub.principal.token_id, []).append(sub)
+        if not by_token:
+            return
+        try:
+            invalid = await DatabaseSyncToAsync(invalid_tokens, thread_sensitive=False)(set(by_token))
+        except Exception:  # noqa: BLE001 - the database is down: the resync loop reports it
+            return
+        for token_id in invalid:
+            for sub in by_token[token_id]:
+                self.unsubscribe(sub)
+                sub.close(("UNAUTHENTICATED", "token was revoked or expired"))
 
     def _set_health(self, *, layer_ok: bool | None = None, database_ok: bool | None = None) -> None:
         before = (self.layer_ok, self.database_ok)

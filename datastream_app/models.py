@@ -54,12 +54,17 @@ class Setting(models.Model):
     value = models.BinaryField(default=b"", help_text="Wire encoding of the value.")
     json_schema = models.JSONField(null=True, blank=True, help_text="Optional JSON Schema a json value must satisfy.")
     description = models.TextField(blank=True)
+    secret = models.BooleanField(
+        default=False,
+        help_text="Masked in lists, history and logs; streamed only to tokens granted secret read.",
+    )
     revision = models.PositiveBigIntegerField(default=0, editable=False, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
         ordering = ["key"]
+        permissions = [("view_secret_setting", "Can view values of secret settings")]
 
     def __str__(self) -> str:
         return self.key
@@ -234,3 +239,51 @@ class StoreStatus(models.Model):
 
     def __str__(self) -> str:
         return f"{self.alias}: {'ok' if self.ok else 'unavailable'}"
+
+
+class ApiToken(models.Model):
+    """A client credential for gRPC and REST, scoped by key prefix; only its hash is stored."""
+
+    name = models.CharField(max_length=100, unique=True, help_text="Who or what uses it, e.g. billing-service.")
+    # The public part of the token ("ds_<lookup>_<secret>"): finds the row without the secret.
+    lookup = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires.")
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    max_streams = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Concurrent Subscribe streams per gRPC process; empty: the default."
+    )
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def active(self) -> bool:
+        """Neither revoked nor expired."""
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+
+
+class TokenGrant(models.Model):
+    """What one token may do under one key prefix ("" is every key)."""
+
+    token = models.ForeignKey(ApiToken, on_delete=models.CASCADE, related_name="grants")
+    key_prefix = models.CharField(max_length=codec.KEY_MAX_LENGTH, blank=True)
+    can_read = models.BooleanField(default=True)
+    can_write = models.BooleanField(default=False)
+    can_read_secrets = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["key_prefix"]
+        unique_together = [("token", "key_prefix")]
+
+    def __str__(self) -> str:
+        flags = (("read", self.can_read), ("write", self.can_write), ("secrets", self.can_read_secrets))
+        rights = [name for name, on in flags if on]
+        return f"{self.key_prefix or '*'}: {', '.join(rights) or 'nothing'}"

@@ -12,9 +12,10 @@ from typing import Any
 from channels.db import DatabaseSyncToAsync
 
 from datastream_app import codec
+from datastream_app.access import SYSTEM, Principal
 from datastream_app.changes import Entry
 from datastream_app.conf import datastream_settings
-from datastream_app.exceptions import LimitExceeded, NotFound
+from datastream_app.exceptions import LimitExceeded, NotFound, PermissionDenied, Unavailable
 from datastream_app.stores import Capability, Store, get_stores, store_for_key
 
 
@@ -29,27 +30,46 @@ def normalize_keys(keys: Iterable[str]) -> list[str]:
     return result
 
 
-def list_capabilities() -> list[Capability]:
-    """Every key of every store with its value type, sorted by key."""
+def list_capabilities(*, principal: Principal = SYSTEM) -> list[Capability]:
+    """Every key the caller may read, of every store, with its value type, sorted by key."""
     seen: dict[str, Capability] = {}
     for store in get_stores():
         for capability in store.capabilities():
             # Stores are ordered most specific first: the first owner wins.
-            if store_for_key(capability.key) is store:
+            if store_for_key(capability.key) is store and principal.can_read(capability.key):
                 seen.setdefault(capability.key, capability)
     return [seen[key] for key in sorted(seen)]
 
 
-def get_entries(*, keys: Iterable[str]) -> dict[str, Entry]:
-    """Current values of ``keys`` (empty: every key); NotFound names every missing key."""
+def visible(principal: Principal, entry: Entry) -> bool:
+    """Whether ``principal`` may see ``entry`` (read scope, and secret read for secret settings)."""
+    if not principal.can_read(entry.key):
+        return False
+    return not entry.secret or principal.can_read_secret(entry.key)
+
+
+def get_entries(*, keys: Iterable[str], principal: Principal = SYSTEM) -> dict[str, Entry]:
+    """Current values of ``keys`` (empty: every key the caller may read).
+
+    A key outside the caller's scope raises PermissionDenied naming it; a
+    missing key raises NotFound naming every missing key.
+    """
     wanted = normalize_keys(keys)
     if not wanted:
         result: dict[str, Entry] = {}
         for store in get_stores():
-            for key, entry in store.get_many(None).items():
-                if store_for_key(key) is store:
+            try:
+                entries = store.get_many(None)
+            except Unavailable:
+                # "Every key" still answers when one mount is down: its keys are left out.
+                continue
+            for key, entry in entries.items():
+                if store_for_key(key) is store and visible(principal, entry):
                     result.setdefault(key, entry)
         return dict(sorted(result.items()))
+    denied = [key for key in wanted if not principal.can_read(key)]
+    if denied:
+        raise PermissionDenied(f"not allowed to read: {', '.join(denied)}")
     by_store: dict[int, list[str]] = {}
     stores: dict[int, Store] = {}
     missing: list[str] = []
@@ -66,6 +86,9 @@ def get_entries(*, keys: Iterable[str]) -> dict[str, Entry]:
     missing.extend(key for key in wanted if key not in found and key not in missing)
     if missing:
         raise NotFound(f"unknown key{'s' if len(missing) > 1 else ''}: {', '.join(missing)}", keys=missing)
+    secret = [key for key in wanted if not visible(principal, found[key])]
+    if secret:
+        raise PermissionDenied(f"not allowed to read secret settings: {', '.join(secret)}")
     return {key: found[key] for key in wanted}
 
 
@@ -75,28 +98,30 @@ def _check_size(size: int) -> None:
         raise LimitExceeded(f"value is {size} bytes; the limit is {limit} bytes")
 
 
-def _store_for(key: str) -> Store:
+def _store_for(key: str, principal: Principal) -> Store:
     codec.validate_key(key)
+    if not principal.can_write(key):
+        raise PermissionDenied(f"not allowed to write {key!r}")
     store = store_for_key(key)
     if store is None:
         raise NotFound(f"unknown key {key!r}", keys=[key])
     return store
 
 
-def push_wire(*, key: str, value: bytes, value_type: str = "") -> Entry:
+def push_wire(*, key: str, value: bytes, value_type: str = "", principal: Principal = SYSTEM) -> Entry:
     """Set ``key`` from its wire bytes (gRPC PushUpdate): size, type and schema checked first."""
     _check_size(len(value))
     if value_type:
         codec.parse_value_type(value_type)
-    store = _store_for(key)
+    store = _store_for(key, principal)
     return store.put(key, value_type=value_type, decode=lambda kind, schema: codec.decode_wire(kind, value, schema))
 
 
-def push_json(*, key: str, value: Any, value_type: str = "") -> Entry:
+def push_json(*, key: str, value: Any, value_type: str = "", principal: Principal = SYSTEM) -> Entry:
     """Set ``key`` from a JSON value (REST push); bytes values come as base64 text."""
     if value_type:
         codec.parse_value_type(value_type)
-    store = _store_for(key)
+    store = _store_for(key, principal)
 
     def decode(kind: codec.ValueType, schema: dict[str, Any] | None) -> Any:
         parsed = codec.from_json(kind, value, schema)

@@ -23,6 +23,7 @@ def entry_for(setting: Setting) -> Entry:
         value=bytes(setting.value),
         revision=setting.revision,
         updated_at=setting.updated_at,
+        secret=setting.secret,
     )
 
 

@@ -35,6 +35,21 @@ HTTP_HOST = env_str("HTTP_HOST", "127.0.0.1")
 HTTP_PORT = env_int("HTTP_PORT", 8000)
 GRPC_HOST = env_str("GRPC_HOST", "127.0.0.1")
 GRPC_PORT = env_int("GRPC_PORT", 50051)
+# gRPC serves TLS when given a certificate and key; a client CA turns on mTLS.
+GRPC_TLS = {
+    "CERT": env_str("GRPC_TLS_CERT"),
+    "KEY": env_str("GRPC_TLS_KEY"),
+    "CLIENT_CA": env_str("GRPC_TLS_CLIENT_CA"),
+}
+for _name, _path in (
+    ("GRPC_TLS_CERT", GRPC_TLS["CERT"]),
+    ("GRPC_TLS_KEY", GRPC_TLS["KEY"]),
+    ("GRPC_TLS_CLIENT_CA", GRPC_TLS["CLIENT_CA"]),
+):
+    if _path and not Path(_path).is_file():
+        raise ImproperlyConfigured(f"{_name}={_path!r} is not a readable file.")
+if bool(GRPC_TLS["CERT"]) != bool(GRPC_TLS["KEY"]):
+    raise ImproperlyConfigured("GRPC_TLS_CERT and GRPC_TLS_KEY must be set together.")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -162,6 +177,8 @@ DATASTREAM = {
     "MAX_VALUE_BYTES": env_int("DATASTREAM_MAX_VALUE_BYTES", 1024 * 1024, minimum=1, maximum=64 * 1024 * 1024),
     "MAX_KEYS_PER_REQUEST": env_int("DATASTREAM_MAX_KEYS_PER_REQUEST", 10000, minimum=1, maximum=1_000_000),
     "RESYNC_INTERVAL": float(env_int("DATASTREAM_RESYNC_INTERVAL_MS", 1000, minimum=50, maximum=3_600_000)) / 1000,
+    "MAX_STREAMS_PER_TOKEN": env_int("DATASTREAM_MAX_STREAMS_PER_TOKEN", 1000, minimum=1, maximum=1_000_000),
+    "PUSH_RATE_PER_TOKEN": env_int("DATASTREAM_PUSH_RATE_PER_TOKEN", 50, minimum=0, maximum=1_000_000),
 }
 
 LOGGING = {

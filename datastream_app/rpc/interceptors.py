@@ -1,4 +1,4 @@
-"""Server interceptors: one log line per RPC with method, duration and status."""
+"""Server interceptors: one log line per RPC, and bearer-token authentication of the DataService."""
 
 from __future__ import annotations
 
@@ -6,11 +6,59 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
+from channels.db import DatabaseSyncToAsync
+from django.db import InterfaceError, OperationalError
+
+from datastream_app import access
+from datastream_app.access import SYSTEM, Principal
+from datastream_app.exceptions import Unauthenticated
 
 logger = logging.getLogger("datastream.rpc")
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
+# Runs around one call: (call it, request, context) -> result.
+UnaryAround = Callable[[Callable[..., Awaitable[Any]], Any, grpc.aio.ServicerContext], Awaitable[Any]]
+StreamAround = Callable[[Callable[..., AsyncIterator[Any]], Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+
+_principal: ContextVar[Principal] = ContextVar("datastream_principal", default=SYSTEM)
+
+
+def current_principal() -> Principal:
+    """The caller of the RPC being served (set by AuthInterceptor)."""
+    return _principal.get()
+
+
+def _wrap(handler: grpc.RpcMethodHandler, unary: UnaryAround, stream: StreamAround) -> grpc.RpcMethodHandler:
+    # Wrapping the behaviour (not just intercepting) runs our code in the
+    # call's own task, so context variables set here reach the servicer.
+    if handler.unary_unary is not None:
+        inner_unary = handler.unary_unary
+
+        async def unary_behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await unary(inner_unary, request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_behaviour,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        inner_stream = handler.unary_stream
+
+        async def stream_behaviour(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async for item in stream(inner_stream, request, context):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream_behaviour,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
 
 
 def _code(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
@@ -20,76 +68,137 @@ def _code(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc.S
     return default
 
 
-def _log(method: str, started: float, code: grpc.StatusCode, peer: str) -> None:
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    level = logging.INFO if code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED) else logging.WARNING
-    logger.log(level, "rpc method=%s status=%s duration_ms=%.2f peer=%s", method, code.name, elapsed_ms, peer)
-
-
 class LoggingInterceptor(grpc.aio.ServerInterceptor):
-    """Logs every call once it ends, as ``rpc method=… status=… duration_ms=…``."""
+    """Logs every call once it ends, as ``rpc method=... status=... duration_ms=...``."""
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
         method = handler_call_details.method
 
-        if handler.unary_unary is not None:
-            inner_unary = handler.unary_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = time.perf_counter()
-                peer = context.peer()
-                code = grpc.StatusCode.UNKNOWN
-                try:
-                    result = await inner_unary(request, context)
-                    code = _code(context, grpc.StatusCode.OK)
-                    return result
-                except asyncio.CancelledError:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except BaseException:
-                    code = _code(context, grpc.StatusCode.UNKNOWN)
-                    raise
-                finally:
-                    _log(method, started, code, peer)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+        def log(started: float, code: grpc.StatusCode, peer: str) -> None:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            level = logging.INFO if code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED) else logging.WARNING
+            logger.log(
+                level,
+                "rpc method=%s status=%s duration_ms=%.2f peer=%s principal=%s",
+                method,
+                code.name,
+                elapsed_ms,
+                peer,
+                current_principal().name,
             )
 
-        if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
+        async def unary(call: Callable[..., Awaitable[Any]], request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started, peer = time.perf_counter(), context.peer()
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                result = await call(request, context)
+                code = _code(context, grpc.StatusCode.OK)
+                return result
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException:
+                code = _code(context, grpc.StatusCode.UNKNOWN)
+                raise
+            finally:
+                log(started, code, peer)
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                started = time.perf_counter()
-                peer = context.peer()
-                code = grpc.StatusCode.UNKNOWN
-                try:
-                    async for item in inner_stream(request, context):
-                        yield item
-                    code = _code(context, grpc.StatusCode.OK)
-                except (GeneratorExit, asyncio.CancelledError):
-                    # The call is gone: its context must not be touched any
-                    # more (grpc's cython layer crashes on a finished call).
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except BaseException:
-                    code = _code(context, grpc.StatusCode.UNKNOWN)
-                    raise
-                finally:
-                    _log(method, started, code, peer)
+        async def stream(
+            call: Callable[..., AsyncIterator[Any]], request: Any, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            started, peer = time.perf_counter(), context.peer()
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                async for item in call(request, context):
+                    yield item
+                code = _code(context, grpc.StatusCode.OK)
+            except (GeneratorExit, asyncio.CancelledError):
+                # The call is gone: its context must not be touched any more
+                # (grpc's cython layer crashes on a finished call).
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException:
+                code = _code(context, grpc.StatusCode.UNKNOWN)
+                raise
+            finally:
+                log(started, code, peer)
 
-            return grpc.unary_stream_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return _wrap(handler, unary, stream)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Resolves ``authorization: Bearer <token>`` into the call's principal.
+
+    Without a token the caller is anonymous: allowed from loopback when
+    anonymous access is on, UNAUTHENTICATED otherwise.
+
+    Only the services in ``protected`` are checked: health and reflection stay
+    open for probes and tooling. A token's principal is cached for a few
+    seconds; open streams are re-checked by the hub, so a revoked token's
+    streams end within seconds.
+    """
+
+    CACHE_SECONDS = 5.0
+
+    def __init__(self, protected: set[str]) -> None:
+        self.protected = protected
+        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._authenticate = DatabaseSyncToAsync(access.authenticate_token, thread_sensitive=False)
+
+    async def resolve(self, context: grpc.aio.ServicerContext) -> Principal:
+        """The principal of this call, or Unauthenticated."""
+        header = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                header = value if isinstance(value, str) else value.decode("latin-1")
+                break
+        if not header:
+            return access.anonymous_for(context.peer())
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("authorization metadata must be 'Bearer <token>'")
+        token = token.strip()
+        now = time.monotonic()
+        cached = self._cache.get(token)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        principal: Principal = await self._authenticate(token)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[token] = (now + self.CACHE_SECONDS, principal)
+        return principal
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        service = handler_call_details.method.lstrip("/").split("/", 1)[0]
+        if handler is None or service not in self.protected:
+            return handler
+
+        async def authenticate(context: grpc.aio.ServicerContext) -> None:
+            try:
+                _principal.set(await self.resolve(context))
+            except Unauthenticated as exc:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
+            except (OperationalError, InterfaceError):
+                logger.warning("token check failed: database unavailable", exc_info=True)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable; retry shortly")
+
+        async def unary(call: Callable[..., Awaitable[Any]], request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await authenticate(context)
+            return await call(request, context)
+
+        async def stream(
+            call: Callable[..., AsyncIterator[Any]], request: Any, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            await authenticate(context)
+            async for item in call(request, context):
+                yield item
+
+        return _wrap(handler, unary, stream)

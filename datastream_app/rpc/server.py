@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from datastream_app.conf import datastream_settings
 from datastream_app.hub import Hub, set_hub
-from datastream_app.rpc.interceptors import LoggingInterceptor
+from datastream_app.rpc.interceptors import AuthInterceptor, LoggingInterceptor
 from datastream_app.rpc.servicer import SERVICE_NAME
 from datastream_app.stores.watch import StoreWatchers
 
@@ -41,6 +41,20 @@ def server_options() -> list[tuple[str, Any]]:
     ]
 
 
+def server_credentials() -> grpc.ServerCredentials | None:
+    """TLS credentials from GRPC_TLS (cert and key; a client CA makes client certificates mandatory)."""
+    tls = getattr(settings, "GRPC_TLS", {}) or {}
+    if not tls.get("CERT"):
+        return None
+    with open(tls["CERT"], "rb") as cert, open(tls["KEY"], "rb") as key:
+        pair = (key.read(), cert.read())
+    client_ca = None
+    if tls.get("CLIENT_CA"):
+        with open(tls["CLIENT_CA"], "rb") as ca:
+            client_ca = ca.read()
+    return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
 class GrpcService:
     """A running gRPC server: the DataService, health, reflection and the hub."""
 
@@ -61,7 +75,7 @@ class GrpcService:
         self.hub.on_refresh = self.watchers.wake
         await self.watchers.start()
         server = grpc.aio.server(
-            interceptors=[LoggingInterceptor()],
+            interceptors=[LoggingInterceptor(), AuthInterceptor({SERVICE_NAME})],
             options=server_options(),
             maximum_concurrent_rpcs=None,
         )
@@ -72,7 +86,11 @@ class GrpcService:
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             server,
         )
-        self.port = server.add_insecure_port(self.address)
+        credentials = server_credentials()
+        if credentials is None:
+            self.port = server.add_insecure_port(self.address)
+        else:
+            self.port = server.add_secure_port(self.address, credentials)
         if self.port == 0:
             raise OSError(f"could not bind gRPC to {self.address}")
         await server.start()

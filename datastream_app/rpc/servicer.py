@@ -9,11 +9,12 @@ import grpc
 from google.protobuf import empty_pb2
 from google.protobuf.message import DecodeError, Message
 
-from datastream_app import services
+from datastream_app import limits, services
 from datastream_app.audit import Interface, acting
 from datastream_app.changes import response_frame
 from datastream_app.hub import get_hub
 from datastream_app.rpc.errors import MalformedRequest, grpc_errors
+from datastream_app.rpc.interceptors import current_principal
 from protos import datastream_pb2, datastream_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class DataServicer(datastream_pb2_grpc.DataServiceServicer):
         self, request: datastream_pb2.ListCapabilitiesRequest, context: grpc.aio.ServicerContext
     ) -> datastream_pb2.ListCapabilitiesResponse:
         """Every key with its value type."""
-        capabilities = await services.alist_capabilities()
+        capabilities = await services.alist_capabilities(principal=current_principal())
         return datastream_pb2.ListCapabilitiesResponse(
             capabilities=[datastream_pb2.Capability(key=c.key, value_type=c.value_type) for c in capabilities]
         )
@@ -40,7 +41,7 @@ class DataServicer(datastream_pb2_grpc.DataServiceServicer):
     @grpc_errors
     async def Sync(self, request: datastream_pb2.DataRequest, context: grpc.aio.ServicerContext) -> bytes:
         """Current values of the requested keys (none: all)."""
-        entries = await services.aget_entries(keys=list(request.keys))
+        entries = await services.aget_entries(keys=list(request.keys), principal=current_principal())
         return response_frame(entries)
 
     @grpc_errors
@@ -49,28 +50,36 @@ class DataServicer(datastream_pb2_grpc.DataServiceServicer):
     ) -> AsyncIterator[bytes]:
         """The current values, then one message per change until the client cancels."""
         keys = services.normalize_keys(request.keys)
+        principal = current_principal()
         hub = get_hub()
-        # Subscribe before reading the snapshot: a change committed in between
-        # is queued, and prime() drops whatever the snapshot already holds.
-        sub = hub.subscribe(keys or None)
-        try:
-            snapshot = await services.aget_entries(keys=keys)
-            sub.prime(snapshot)
-            yield response_frame(snapshot)
-            while True:
-                frame = await sub.next_frame()
-                if frame is None:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, "server is shutting down; reconnect")
-                    return
-                yield frame
-        finally:
-            hub.unsubscribe(sub)
+        with limits.streams.stream(principal):
+            # Subscribe before reading the snapshot: a change committed in between
+            # is queued, and prime() drops whatever the snapshot already holds.
+            sub = hub.subscribe(keys or None, principal)
+            try:
+                snapshot = await services.aget_entries(keys=keys, principal=principal)
+                sub.prime(snapshot)
+                yield response_frame(snapshot)
+                while True:
+                    frame = await sub.next_frame()
+                    if frame is None:
+                        code, message = sub.close_reason or ("UNAVAILABLE", "server is shutting down; reconnect")
+                        await context.abort(grpc.StatusCode[code], message)
+                        return
+                    yield frame
+            finally:
+                hub.unsubscribe(sub)
 
     @grpc_errors
     async def PushUpdate(self, request: datastream_pb2.Data, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
         """Set one key, validated exactly as the admin validates it."""
-        with acting(peer_name(context), Interface.GRPC):
-            await services.apush_wire(key=request.key, value=request.value, value_type=request.value_type)
+        principal = current_principal()
+        limits.pushes.take(principal)
+        name = principal.name if principal.kind == "token" else peer_name(context)
+        with acting(name, Interface.GRPC):
+            await services.apush_wire(
+                key=request.key, value=request.value, value_type=request.value_type, principal=principal
+            )
         return empty_pb2.Empty()
 
 
