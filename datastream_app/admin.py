@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
@@ -22,10 +23,7 @@ def preview(value_type: str, raw: bytes | memoryview | None) -> str:
     if raw is None:
         return "—"
     data = bytes(raw)
-    if value_type == codec.ValueType.BYTES:
-        text = f"<{len(data)} bytes>"
-    else:
-        text = data.decode("utf-8", errors="replace")
+    text = f"<{len(data)} bytes>" if value_type == codec.ValueType.BYTES else data.decode("utf-8", errors="replace")
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
@@ -66,22 +64,35 @@ class SettingAdmin(admin.ModelAdmin):
     inlines = [SettingChangeInline]
 
     def get_fields(self, request: HttpRequest, obj: Setting | None = None) -> list[str]:
-        fields = ["key", "value_type", "value", "json_schema", "description"]
+        # Who may not edit sees the typed value; the admin would otherwise show
+        # the model field itself, the wire bytes as a Python repr (b'10').
+        value = "value" if obj is None or self.has_change_permission(request, obj) else "current_value"
+        fields = ["key", "value_type", value, "json_schema", "description"]
         return fields + (["revision", "updated_at", "history_link"] if obj is not None else [])
+
+    def get_form(self, request: HttpRequest, obj: Setting | None = None, change: bool = False, **kwargs: Any) -> Any:
+        """The setting form; its typed ``value`` field is declared, not built from the model."""
+        # The model's ``value`` is a non-editable BinaryField: naming it to
+        # modelform_factory raises FieldError. SettingForm declares its own.
+        fields = kwargs.pop("fields", None) or flatten_fieldsets(self.get_fieldsets(request, obj))
+        kwargs["fields"] = [name for name in fields if name != "value"]
+        return super().get_form(request, obj, change, **kwargs)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Setting | None = None) -> list[str]:
         # The type is fixed once subscribers may depend on it; the key is its identity.
-        return ["key", "value_type", *self.readonly_fields] if obj is not None else []
+        return ["key", "value_type", "current_value", *self.readonly_fields] if obj is not None else []
 
     @admin.display(description="value")
     def value_preview(self, obj: Setting) -> str:
         return preview(obj.value_type, obj.value)
 
+    @admin.display(description="value")
+    def current_value(self, obj: Setting) -> str:
+        return format_html('<pre class="datastream-value">{}</pre>', codec.to_text(obj.type, obj.python_value))
+
     @admin.display(description="full history")
     def history_link(self, obj: Setting) -> str:
-        return format_html(
-            '<a href="../../../settingchange/?key={}">All changes of {}</a>', obj.key, obj.key
-        )
+        return format_html('<a href="../../../settingchange/?key={}">All changes of {}</a>', obj.key, obj.key)
 
     def save_model(self, request: HttpRequest, obj: Setting, form: Any, change: bool) -> None:
         with acting(request.user.get_username(), Interface.ADMIN):

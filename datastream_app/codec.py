@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 import jsonschema
+from referencing.exceptions import Unresolvable
 
 from datastream_app.exceptions import InvalidKey, InvalidValue
 
@@ -47,7 +48,8 @@ def validate_key(key: str) -> str:
         raise InvalidKey("key must be a non-empty string")
     if len(key) > KEY_MAX_LENGTH:
         raise InvalidKey(f"key is longer than {KEY_MAX_LENGTH} characters")
-    if not KEY_PATTERN.match(key):
+    # fullmatch, not match: the pattern's ``$`` also matches before a trailing newline.
+    if not KEY_PATTERN.fullmatch(key):
         raise InvalidKey(f"key {key!r} may contain only letters, digits and _ . - /")
     return key
 
@@ -61,26 +63,41 @@ def parse_value_type(value_type: str) -> ValueType:
 
 
 def _json_depth_ok(value: Any, limit: int = JSON_MAX_DEPTH) -> bool:
+    # Counts containers only, as the bracket count in loads_json does, so a
+    # value parsed from text and the same value given in Python agree.
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
         if depth > limit:
             return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
+        stack.extend((v, depth + 1) for v in children)
     return True
+
+
+def _check_utf8(text: str) -> None:
+    # A str from JSON ("\ud800") or Python may hold lone surrogates, which
+    # have no UTF-8 form and would fail only later, when encoding for the wire.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidValue("text contains unpaired surrogates, which UTF-8 cannot encode") from None
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _loads_json(text: str) -> Any:
+def loads_json(text: str, max_depth: int = JSON_MAX_DEPTH) -> Any:
+    """Parse JSON text nesting at most ``max_depth`` levels, or raise InvalidValue; NaN and Infinity are refused."""
     # A cheap bracket count first: json.loads itself recurses and would hit
     # Python's recursion limit on hostile input before our depth check runs.
-    depth = max_depth = 0
+    depth = 0
     in_string = escaped = False
     for ch in text:
         if in_string:
@@ -94,9 +111,8 @@ def _loads_json(text: str) -> Any:
             in_string = True
         elif ch in "[{":
             depth += 1
-            max_depth = max(max_depth, depth)
-            if max_depth > JSON_MAX_DEPTH:
-                raise InvalidValue(f"json nests deeper than {JSON_MAX_DEPTH} levels")
+            if depth > max_depth:
+                raise InvalidValue(f"json nests deeper than {max_depth} levels")
         elif ch in "]}":
             depth -= 1
     try:
@@ -116,7 +132,10 @@ def check_python(value_type: ValueType, value: Any, schema: dict[str, Any] | Non
     if value_type is ValueType.FLOAT:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidValue(f"expected a number, got {type(value).__name__}")
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:
+            raise InvalidValue("number is out of the float range") from None
         if not math.isfinite(result):
             raise InvalidValue("float must be finite (NaN and infinity have no JSON form)")
         return result
@@ -127,18 +146,20 @@ def check_python(value_type: ValueType, value: Any, schema: dict[str, Any] | Non
     if value_type is ValueType.STRING:
         if not isinstance(value, str):
             raise InvalidValue(f"expected a string, got {type(value).__name__}")
+        _check_utf8(value)
         return value
     if value_type is ValueType.BYTES:
         if not isinstance(value, (bytes, bytearray)):
             raise InvalidValue(f"expected bytes, got {type(value).__name__}")
         return bytes(value)
-    # JSON: anything JSON can carry, finite floats only, bounded depth.
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidValue(f"not representable as JSON: {exc}") from None
+    # JSON: anything JSON can carry, finite floats only, bounded depth. The
+    # depth check comes first: json.dumps recurses and would overflow the stack.
     if not _json_depth_ok(value):
         raise InvalidValue(f"json nests deeper than {JSON_MAX_DEPTH} levels")
+    try:
+        _check_utf8(json.dumps(value, allow_nan=False, ensure_ascii=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidValue(f"not representable as JSON: {exc}") from None
     if schema is not None:
         validate_against_schema(value, schema)
     return value
@@ -158,7 +179,11 @@ def validate_schema(schema: Any) -> None:
 def validate_against_schema(value: Any, schema: dict[str, Any]) -> None:
     """Raise InvalidValue naming the first violation of ``schema``."""
     cls = jsonschema.validators.validator_for(schema)
-    error = jsonschema.exceptions.best_match(cls(schema).iter_errors(value))
+    try:
+        error = jsonschema.exceptions.best_match(cls(schema).iter_errors(value))
+    except Unresolvable as exc:
+        # check_schema accepts a $ref it cannot follow; it fails only here.
+        raise InvalidValue(f"the JSON Schema has a $ref that cannot be resolved: {exc}") from None
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
         raise InvalidValue(f"value does not match the JSON Schema at {where}: {error.message}")
@@ -176,12 +201,13 @@ def decode_wire(value_type: ValueType, raw: bytes, schema: dict[str, Any] | None
         return text
     if value_type is ValueType.INT:
         stripped = text.strip()
-        if not re.fullmatch(r"[+-]?\d{1,20}", stripped):
+        # [0-9], not \d: \d also matches non-ASCII digits that no other client parses.
+        if not re.fullmatch(r"[+-]?[0-9]{1,20}", stripped):
             raise InvalidValue(f"{_preview(text)} is not an integer")
         return check_python(value_type, int(stripped))
     if value_type is ValueType.FLOAT:
         stripped = text.strip()
-        if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", stripped):
+        if not re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", stripped):
             raise InvalidValue(f"{_preview(text)} is not a finite number")
         return check_python(value_type, float(stripped))
     if value_type is ValueType.BOOL:
@@ -191,7 +217,7 @@ def decode_wire(value_type: ValueType, raw: bytes, schema: dict[str, Any] | None
         if lowered == "false":
             return False
         raise InvalidValue(f"{_preview(text)} is not a boolean: use true or false")
-    return check_python(value_type, _loads_json(text), schema)
+    return check_python(value_type, loads_json(text), schema)
 
 
 def encode_wire(value_type: ValueType, value: Any) -> bytes:
@@ -240,7 +266,8 @@ def to_text(value_type: ValueType, value: Any) -> str:
 def from_text(value_type: ValueType, text: str, schema: dict[str, Any] | None = None) -> Any:
     """Parse form (admin) text into a canonical value: bytes as base64."""
     if value_type is ValueType.BYTES:
-        return from_json(value_type, text.strip())
+        # Base64 tools wrap lines at 76 columns; a pasted wrapped value is still base64.
+        return from_json(value_type, "".join(text.split()))
     return decode_wire(value_type, text.encode("utf-8"), schema)
 
 

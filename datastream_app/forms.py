@@ -12,10 +12,40 @@ from datastream_app.exceptions import InvalidValue
 from datastream_app.models import Setting
 
 
+class BoolInput(forms.CheckboxInput):
+    """A checkbox that hands the posted text to the field instead of guessing a bool from it."""
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> Any:
+        """The raw posted text; an unticked checkbox posts nothing, which is false."""
+        # CheckboxInput turns every text but "false" into True, so "no" typed
+        # into a value rendered as text (the add form before the type was
+        # chosen) would silently store true.
+        return data.get(name, False)
+
+
+class BoolField(forms.BooleanField):
+    """A bool value: a ticked checkbox, or the text true/false; any other text is an error."""
+
+    widget = BoolInput
+    TRUE = frozenset({"on", "true", "1"})
+    FALSE = frozenset({"", "off", "false", "0"})
+
+    def to_python(self, value: Any) -> bool:
+        """True or False, or ValidationError for text that is neither."""
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in self.TRUE:
+                return True
+            if lowered in self.FALSE:
+                return False
+            raise forms.ValidationError("Enter true or false.", code="invalid")
+        return bool(value)
+
+
 def value_field(kind: ValueType) -> forms.Field:
     """The form field (and so the widget) for a value of ``kind``."""
     if kind is ValueType.BOOL:
-        return forms.BooleanField(required=False, label="Value", help_text="Checked is true.")
+        return BoolField(required=False, label="Value", help_text="Checked is true.")
     if kind is ValueType.INT:
         return forms.IntegerField(label="Value", min_value=codec.INT_MIN, max_value=codec.INT_MAX)
     if kind is ValueType.FLOAT:
@@ -55,7 +85,8 @@ class SettingForm(forms.ModelForm):
         if self.instance.pk is not None and not self.is_bound:
             python_value = self.instance.python_value
             self.initial["value"] = (
-                python_value if self.kind in (ValueType.BOOL, ValueType.INT, ValueType.FLOAT)
+                python_value
+                if self.kind in (ValueType.BOOL, ValueType.INT, ValueType.FLOAT)
                 else codec.to_text(self.kind, python_value)
             )
 
@@ -103,7 +134,9 @@ class SettingForm(forms.ModelForm):
         from datastream_app.conf import datastream_settings
 
         if len(encoded) > datastream_settings.MAX_VALUE_BYTES:
-            self.add_error("value", f"value is {len(encoded)} bytes; the limit is {datastream_settings.MAX_VALUE_BYTES} bytes")
+            self.add_error(
+                "value", f"value is {len(encoded)} bytes; the limit is {datastream_settings.MAX_VALUE_BYTES} bytes"
+            )
             return cleaned
         self.instance.value = encoded
         return cleaned

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import TooManyFieldsSent
 from django.db import InterfaceError, OperationalError
 from rest_framework import status
 from rest_framework.response import Response
@@ -38,7 +39,18 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         body: dict[str, Any] = {"code": exc.code, "detail": exc.message}
         if isinstance(exc, errors.NotFound) and exc.keys:
             body["keys"] = exc.keys
-        return Response(body, status=http_status(exc))
+        headers = None
+        if isinstance(exc, errors.Unauthenticated):
+            # A 401 must name how to authenticate: the admin's session login.
+            headers = {"WWW-Authenticate": 'Session realm="datastream"'}
+        return Response(body, status=http_status(exc), headers=headers)
+    if isinstance(exc, TooManyFieldsSent):
+        # Django refuses more than DATA_UPLOAD_MAX_NUMBER_FIELDS query parameters
+        # with an HTML page; repeated ``keys=`` reach that before our own limit.
+        return Response(
+            {"code": errors.LimitExceeded.code, "detail": "too many query parameters; send keys comma-separated"},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, (OperationalError, InterfaceError)):
         return Response(
             {"code": "unavailable", "detail": "database unavailable; retry shortly"},

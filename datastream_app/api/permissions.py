@@ -9,6 +9,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
 from datastream_app.conf import datastream_settings
+from datastream_app.exceptions import PermissionDenied, Unauthenticated
 
 
 def is_loopback(address: str | None) -> bool:
@@ -22,13 +23,23 @@ def is_loopback(address: str | None) -> bool:
 
 
 class DatastreamAccess(BasePermission):
-    """Reads need ``view_setting``, writes ``change_setting``; loopback may be anonymous."""
+    """Reads need ``view_setting``, writes ``change_setting``; loopback may be anonymous.
+
+    A refusal raises a domain error instead of returning False: DRF would
+    answer an anonymous caller with a generic 403 and tell a logged-in one
+    lacking a permission to log in.
+    """
 
     message = "authentication required: log in to the admin or call from loopback with anonymous access on"
 
     def has_permission(self, request: Request, view: Any) -> bool:
+        """True, or raise Unauthenticated (401) or PermissionDenied (403)."""
         user = request.user
         if user is not None and user.is_authenticated:
             perm = "datastream_app.view_setting" if request.method in SAFE_METHODS else "datastream_app.change_setting"
-            return bool(user.has_perm(perm))
-        return bool(datastream_settings.ANONYMOUS_LOOPBACK) and is_loopback(request.META.get("REMOTE_ADDR"))
+            if user.has_perm(perm):
+                return True
+            raise PermissionDenied(f"user {user.get_username()!r} lacks the {perm} permission")
+        if datastream_settings.ANONYMOUS_LOOPBACK and is_loopback(request.META.get("REMOTE_ADDR")):
+            return True
+        raise Unauthenticated(self.message)

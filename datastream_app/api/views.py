@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from datastream_app import services
+from datastream_app.api.parsers import JSONParser
 from datastream_app.api.serializers import (
     CapabilitiesSerializer,
     EntrySerializer,
@@ -30,7 +31,7 @@ def actor_name(request: Request) -> str:
 class CapabilitiesView(APIView):
     """Every key with its value type."""
 
-    @extend_schema(responses={200: CapabilitiesSerializer})
+    @extend_schema(responses={200: CapabilitiesSerializer, 401: ErrorSerializer, 403: ErrorSerializer})
     def get(self, request: Request) -> Response:
         """List capabilities."""
         capabilities = services.list_capabilities()
@@ -49,7 +50,14 @@ class SyncView(APIView):
                 description="Keys, comma-separated and/or repeated; none means every key.",
             )
         ],
-        responses={200: SyncResponseSerializer, 400: ErrorSerializer, 404: ErrorSerializer},
+        responses={
+            200: SyncResponseSerializer,
+            400: ErrorSerializer,
+            401: ErrorSerializer,
+            403: ErrorSerializer,
+            404: ErrorSerializer,
+            413: ErrorSerializer,
+        },
     )
     def get(self, request: Request) -> Response:
         """Sync values."""
@@ -61,9 +69,18 @@ class SyncView(APIView):
 class PushView(APIView):
     """Set one key, validated exactly as the admin and gRPC validate it."""
 
+    parser_classes = [JSONParser]
+
     @extend_schema(
         request=PushSerializer,
-        responses={200: EntrySerializer, 400: ErrorSerializer, 404: ErrorSerializer, 413: ErrorSerializer},
+        responses={
+            200: EntrySerializer,
+            400: ErrorSerializer,
+            401: ErrorSerializer,
+            403: ErrorSerializer,
+            404: ErrorSerializer,
+            413: ErrorSerializer,
+        },
     )
     def post(self, request: Request) -> Response:
         """Push an update."""
