@@ -82,17 +82,24 @@ def hash_secret(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def assign_secret(token: Any) -> str:
+    """Give ``token`` a lookup id (once) and a new secret, unsaved; return the token text to show once."""
+    if not token.lookup:
+        token.lookup = secrets.token_hex(6)
+    text = f"{TOKEN_PREFIX}_{token.lookup}_{secrets.token_urlsafe(32)}"
+    token.secret_hash = hash_secret(text)
+    return text
+
+
 def issue_token(
-    *, name: str, created_by: str = "", grants: list[Grant], expires_at: datetime | None = None
+    *, name: str, grants: list[Grant], created_by: str = "", expires_at: datetime | None = None
 ) -> tuple[Any, str]:
     """Create a token with ``grants``; return (ApiToken, the token text shown once)."""
     from datastream_app.models import ApiToken, TokenGrant
 
-    lookup = secrets.token_hex(6)
-    text = f"{TOKEN_PREFIX}_{lookup}_{secrets.token_urlsafe(32)}"
-    token = ApiToken.objects.create(
-        name=name, lookup=lookup, secret_hash=hash_secret(text), created_by=created_by, expires_at=expires_at
-    )
+    token = ApiToken(name=name, created_by=created_by, expires_at=expires_at)
+    text = assign_secret(token)
+    token.save()
     for grant in grants:
         TokenGrant.objects.create(
             token=token,
@@ -106,8 +113,7 @@ def issue_token(
 
 def rotate_secret(token: Any) -> str:
     """Give ``token`` a new secret (the old one stops working at once); return the new text."""
-    text = f"{TOKEN_PREFIX}_{token.lookup}_{secrets.token_urlsafe(32)}"
-    token.secret_hash = hash_secret(text)
+    text = assign_secret(token)
     token.save(update_fields=["secret_hash"])
     return text
 

@@ -22,7 +22,7 @@ from referencing.exceptions import Unresolvable
 from datastream_app.exceptions import InvalidKey, InvalidValue
 
 KEY_MAX_LENGTH = 255
-KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-/]+$")
+KEY_PATTERN = re.compile(r"\A[A-Za-z0-9_.\-/]+\Z")
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 # Deeper JSON than this is refused: it costs recursion and no setting needs it.
 JSON_MAX_DEPTH = 64

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 
 from datastream_app import codec
 from datastream_app.codec import ValueType
-from datastream_app.exceptions import InvalidValue
+from datastream_app.exceptions import InvalidKey, InvalidValue
 from datastream_app.models import Setting
+from datastream_app.stores import store_for_key
+from datastream_app.stores.model import ModelStore
 
 
 class BoolInput(forms.CheckboxInput):
@@ -67,7 +69,13 @@ def value_field(kind: ValueType) -> forms.Field:
     return forms.CharField(label="Value", required=False, strip=False, widget=forms.Textarea(attrs={"rows": 3}))
 
 
-class SettingForm(forms.ModelForm):
+if TYPE_CHECKING:
+    _SettingModelForm = forms.ModelForm[Setting]
+else:
+    _SettingModelForm = forms.ModelForm
+
+
+class SettingForm(_SettingModelForm):
     """Edits a setting; ``value`` is typed by the setting's value type."""
 
     # Replaced in __init__ by the field that fits the type; declared here so
@@ -76,7 +84,7 @@ class SettingForm(forms.ModelForm):
 
     class Meta:
         model = Setting
-        fields = ["key", "value_type", "json_schema", "description"]
+        fields = ["key", "value_type", "json_schema", "description", "secret"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -92,7 +100,7 @@ class SettingForm(forms.ModelForm):
 
     def _kind(self) -> ValueType:
         if self.instance.pk is not None:
-            return self.instance.type
+            return ValueType(self.instance.value_type)
         raw = self.data.get("value_type") if self.is_bound else self.initial.get("value_type")
         try:
             return ValueType(raw or ValueType.STRING)
@@ -103,13 +111,17 @@ class SettingForm(forms.ModelForm):
         """Keys follow the one key rule."""
         key = self.cleaned_data["key"]
         try:
-            return codec.validate_key(key)
-        except codec.InvalidKey as exc:
+            codec.validate_key(key)
+        except InvalidKey as exc:
             raise forms.ValidationError(exc.message) from None
+        owner = store_for_key(key)
+        if owner is not None and not isinstance(owner, ModelStore):
+            raise forms.ValidationError(f"keys under {owner.prefix!r} are served by the store {owner.alias!r}")
+        return str(key)
 
     def clean(self) -> dict[str, Any]:
         """Parse the value for its type and schema; errors land on the value field."""
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         schema = cleaned.get("json_schema")
         if schema is not None:
             try:

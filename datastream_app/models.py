@@ -87,6 +87,7 @@ class Setting(models.Model):
             if changed:
                 SettingChange.record(
                     setting=self,
+                    secret=self.secret,
                     key=self.key,
                     value_type=self.value_type,
                     old_value=None if old is None else bytes(old["value"]),
@@ -102,6 +103,7 @@ class Setting(models.Model):
             revision = Revision.next()
             SettingChange.record(
                 setting=None,
+                secret=self.secret,
                 key=self.key,
                 value_type=self.value_type,
                 old_value=bytes(self.value),
@@ -156,6 +158,8 @@ class SettingChange(models.Model):
     actor = models.CharField(max_length=150, blank=True)
     interface = models.CharField(max_length=8, choices=Interface.CHOICES, default=Interface.CODE)
     changed_at = models.DateTimeField(db_index=True)
+    # Copied from the setting, so the admin masks its values for those who may not see them.
+    secret = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-revision"]
@@ -177,6 +181,7 @@ class SettingChange(models.Model):
         changed_at: datetime,
         action: str,
         store: str = "",
+        secret: bool = False,
     ) -> SettingChange:
         """Write one history row attributed to the current actor."""
         actor = current_actor()
@@ -192,6 +197,7 @@ class SettingChange(models.Model):
             actor=actor.name,
             interface=actor.interface,
             changed_at=changed_at,
+            secret=secret,
         )
 
 

@@ -42,7 +42,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         headers = None
         if isinstance(exc, errors.Unauthenticated):
             # A 401 must name how to authenticate: the admin's session login.
-            headers = {"WWW-Authenticate": 'Session realm="datastream"'}
+            headers = {"WWW-Authenticate": 'Bearer realm="datastream"'}
         return Response(body, status=http_status(exc), headers=headers)
     if isinstance(exc, TooManyFieldsSent):
         # Django refuses more than DATA_UPLOAD_MAX_NUMBER_FIELDS query parameters

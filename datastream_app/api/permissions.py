@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
+from datastream_app.access import Principal, is_loopback
 from datastream_app.conf import datastream_settings
 from datastream_app.exceptions import PermissionDenied, Unauthenticated
-
-
-def is_loopback(address: str | None) -> bool:
-    """Whether ``address`` is a loopback IP."""
-    if not address:
-        return False
-    try:
-        return ipaddress.ip_address(address.split("%")[0]).is_loopback
-    except ValueError:
-        return False
 
 
 class DatastreamAccess(BasePermission):
@@ -30,10 +20,15 @@ class DatastreamAccess(BasePermission):
     lacking a permission to log in.
     """
 
-    message = "authentication required: log in to the admin or call from loopback with anonymous access on"
+    message = (
+        "authentication required: send 'Authorization: Bearer <token>', log in to the admin, "
+        "or call from loopback with anonymous access on"
+    )
 
     def has_permission(self, request: Request, view: Any) -> bool:
         """True, or raise Unauthenticated (401) or PermissionDenied (403)."""
+        if isinstance(request.auth, Principal):
+            return True  # a token: its grants are checked per key by the services
         user = request.user
         if user is not None and user.is_authenticated:
             perm = "datastream_app.view_setting" if request.method in SAFE_METHODS else "datastream_app.change_setting"

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from rest_framework import serializers
 
 from datastream_app.codec import KEY_MAX_LENGTH, VALUE_TYPES
 
+if TYPE_CHECKING:
+    _Serializer = serializers.Serializer[Any]
+else:
+    _Serializer = serializers.Serializer
 
-class CapabilitySerializer(serializers.Serializer):
+
+class CapabilitySerializer(_Serializer):
     """A key with its value type."""
 
     key = serializers.CharField()
     value_type = serializers.ChoiceField(choices=VALUE_TYPES)
 
 
-class CapabilitiesSerializer(serializers.Serializer):
+class CapabilitiesSerializer(_Serializer):
     """The capabilities response."""
 
     capabilities = CapabilitySerializer(many=True)
 
 
-class EntrySerializer(serializers.Serializer):
+class EntrySerializer(_Serializer):
     """A value typed by its value type (bytes as base64), with its revision."""
 
     key = serializers.CharField()
@@ -30,13 +37,13 @@ class EntrySerializer(serializers.Serializer):
     revision = serializers.IntegerField()
 
 
-class SyncResponseSerializer(serializers.Serializer):
+class SyncResponseSerializer(_Serializer):
     """The sync response: entries by key."""
 
-    data = serializers.DictField(child=EntrySerializer())
+    data = serializers.DictField(child=EntrySerializer())  # type: ignore[assignment]  # the response's own field
 
 
-class PushSerializer(serializers.Serializer):
+class PushSerializer(_Serializer):
     """A push: ``value`` is JSON typed by the key's type; bytes go as base64 text."""
 
     key = serializers.CharField(max_length=KEY_MAX_LENGTH, trim_whitespace=False)
@@ -44,7 +51,7 @@ class PushSerializer(serializers.Serializer):
     value_type = serializers.CharField(required=False, allow_blank=True, default="")
 
 
-class ErrorSerializer(serializers.Serializer):
+class ErrorSerializer(_Serializer):
     """Every error body."""
 
     code = serializers.CharField()

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from datastream_app import services
+from datastream_app.api.auth import request_principal
 from datastream_app.api.parsers import JSONParser
 from datastream_app.api.serializers import (
     CapabilitiesSerializer,
@@ -21,7 +22,7 @@ from datastream_app.audit import Interface, acting
 
 
 def actor_name(request: Request) -> str:
-    """The caller as history records it: the user name, else the client address."""
+    """The caller as history records it: the token or user name, else the client address."""
     user = request.user
     if user is not None and user.is_authenticated:
         return str(user.get_username())
@@ -34,7 +35,7 @@ class CapabilitiesView(APIView):
     @extend_schema(responses={200: CapabilitiesSerializer, 401: ErrorSerializer, 403: ErrorSerializer})
     def get(self, request: Request) -> Response:
         """List capabilities."""
-        capabilities = services.list_capabilities()
+        capabilities = services.list_capabilities(principal=request_principal(request))
         return Response({"capabilities": [{"key": c.key, "value_type": c.value_type} for c in capabilities]})
 
 
@@ -62,7 +63,7 @@ class SyncView(APIView):
     def get(self, request: Request) -> Response:
         """Sync values."""
         keys = [key for param in request.query_params.getlist("keys") for key in param.split(",") if key]
-        entries = services.get_entries(keys=keys)
+        entries = services.get_entries(keys=keys, principal=request_principal(request))
         return Response({"data": {key: services.entry_json(entry) for key, entry in entries.items()}})
 
 
@@ -88,5 +89,10 @@ class PushView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         with acting(actor_name(request), Interface.REST):
-            entry = services.push_json(key=data["key"], value=data["value"], value_type=data["value_type"])
+            entry = services.push_json(
+                key=data["key"],
+                value=data["value"],
+                value_type=data["value_type"],
+                principal=request_principal(request),
+            )
         return Response(services.entry_json(entry))
