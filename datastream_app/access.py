@@ -122,7 +122,7 @@ def authenticate_token(text: str) -> Principal:
     """The principal of a bearer token; Unauthenticated if unknown, wrong, revoked or expired."""
     from datastream_app.models import ApiToken
 
-    parts = text.split("_")
+    parts = text.split("_", 2)
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
         raise Unauthenticated("malformed token")
     token = ApiToken.objects.filter(lookup=parts[1]).prefetch_related("grants").first()

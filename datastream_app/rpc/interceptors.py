@@ -24,12 +24,12 @@ Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandl
 UnaryAround = Callable[[Callable[..., Awaitable[Any]], Any, grpc.aio.ServicerContext], Awaitable[Any]]
 StreamAround = Callable[[Callable[..., AsyncIterator[Any]], Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
 
-_principal: ContextVar[Principal] = ContextVar("datastream_principal", default=SYSTEM)
+_principal: ContextVar[Principal | None] = ContextVar("datastream_principal", default=None)
 
 
 def current_principal() -> Principal:
-    """The caller of the RPC being served (set by AuthInterceptor)."""
-    return _principal.get()
+    """The caller of the RPC being served (set by AuthInterceptor; SYSTEM for unprotected services)."""
+    return _principal.get() or SYSTEM
 
 
 def _wrap(handler: grpc.RpcMethodHandler, unary: UnaryAround, stream: StreamAround) -> grpc.RpcMethodHandler:
@@ -89,7 +89,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                 code.name,
                 elapsed_ms,
                 peer,
-                current_principal().name,
+                getattr(_principal.get(), "name", "-"),
             )
 
         async def unary(call: Callable[..., Awaitable[Any]], request: Any, context: grpc.aio.ServicerContext) -> Any:
