@@ -191,3 +191,13 @@ def anonymous_for(address: str | None) -> Principal:
     if datastream_settings.ANONYMOUS_LOOPBACK and is_loopback(address):
         return ANONYMOUS
     raise Unauthenticated("authentication required: send 'authorization: Bearer <token>'")
+
+
+def anonymous_notice() -> str | None:
+    """The startup line saying anonymous loopback access is on, or None when it is off."""
+    if not datastream_settings.ANONYMOUS_LOOPBACK:
+        return None
+    return (
+        "anonymous read and write allowed for loopback clients (embedded profile); "
+        "set DATASTREAM_ANONYMOUS_LOOPBACK=0 to require API tokens"
+    )

@@ -19,10 +19,13 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("DATASTREAM_VAR_DIR") or BASE_DIR / "var")
 
 DEBUG = env_bool("DEBUG", default=False)
+# The production profile: a server database. The embedded one (SQLite) is for
+# trying the service on one machine.
+PRODUCTION = (env_str("DATABASE_URL") or "").startswith(("postgres", "pgsql"))
 
 _secret = env_str("SECRET_KEY")
 if not _secret:
-    if not DEBUG and env_str("DATABASE_URL", "").startswith("postgres"):  # type: ignore[union-attr]
+    if not DEBUG and PRODUCTION:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off with a production DATABASE_URL.")
     # Embedded profile: a key that is stable per checkout but never shared.
     _secret = "insecure-embedded-" + str(BASE_DIR)
@@ -184,6 +187,34 @@ DATASTREAM = {
     "MAX_STREAMS_PER_TOKEN": env_int("DATASTREAM_MAX_STREAMS_PER_TOKEN", 1000, minimum=1, maximum=1_000_000),
     "PUSH_RATE_PER_TOKEN": env_int("DATASTREAM_PUSH_RATE_PER_TOKEN", 50, minimum=0, maximum=1_000_000),
 }
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    return (host or "").strip("[]") in {"127.0.0.1", "localhost", "::1"} or (host or "").startswith("127.")
+
+
+if (
+    DATASTREAM["ANONYMOUS_LOOPBACK"]
+    and PRODUCTION
+    and not (_is_loopback_host(HTTP_HOST) and _is_loopback_host(GRPC_HOST))
+):
+    # Behind a proxy every request comes from loopback: anonymous access would be open to all.
+    raise ImproperlyConfigured(
+        "DATASTREAM_ANONYMOUS_LOOPBACK is on while HTTP_HOST/GRPC_HOST listen beyond loopback in the production "
+        "profile; set DATASTREAM_ANONYMOUS_LOOPBACK=0 and use API tokens."
+    )
+
+if PRODUCTION and not DEBUG:
+    # Browsers reach the admin over HTTPS (TLS ends at the proxy, which sets X-Forwarded-Proto).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
+    # Probes and in-cluster clients speak plain HTTP to the process itself.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0, maximum=10**9)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=True)
 
 LOGGING = {
     "version": 1,

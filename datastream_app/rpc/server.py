@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from datastream_app.access import anonymous_notice
 from datastream_app.conf import datastream_settings
 from datastream_app.hub import Hub, set_hub
 from datastream_app.rpc.interceptors import AuthInterceptor, LoggingInterceptor
@@ -97,6 +98,9 @@ class GrpcService:
         self.server = server
         await self._publish_health()
         logger.info("gRPC serving on %s (port %d)", self.address, self.port)
+        notice = anonymous_notice()
+        if notice:
+            logger.warning(notice)
         return self.port
 
     async def stop(self, grace: float = 5.0) -> None:
