@@ -48,9 +48,12 @@ def validate_key(key: str) -> str:
         raise InvalidKey("key must be a non-empty string")
     if len(key) > KEY_MAX_LENGTH:
         raise InvalidKey(f"key is longer than {KEY_MAX_LENGTH} characters")
-    # fullmatch, not match: the pattern's ``$`` also matches before a trailing newline.
     if not KEY_PATTERN.fullmatch(key):
         raise InvalidKey(f"key {key!r} may contain only letters, digits and _ . - /")
+    # Keys become file paths and object names in some stores: no empty, "." or
+    # ".." segment may ever step outside a repository or prefix.
+    if any(segment in ("", ".", "..") for segment in key.split("/")):
+        raise InvalidKey(f"key {key!r} has an empty, '.' or '..' path segment")
     return key
 
 

@@ -247,7 +247,17 @@ def test_parse_value_type__unknown_name__invalid_value_listing_the_types():
 
 @pytest.mark.parametrize(
     "key",
-    ["a", "max_connections", "Service.v2/limits-x", "0", "a" * KEY_MAX_LENGTH, "a/b/c", "..", KEY_ALPHABET],
+    [
+        "a",
+        "max_connections",
+        "Service.v2/limits-x",
+        "0",
+        "a" * KEY_MAX_LENGTH,
+        "a/b/c",
+        "...",
+        "a/.x/b..",
+        KEY_ALPHABET[:-1],
+    ],
 )
 def test_validate_key__allowed_characters__returned_unchanged(key):
     assert codec.validate_key(key) == key
@@ -269,6 +279,14 @@ def test_validate_key__allowed_characters__returned_unchanged(key):
         "semi;colon",
         "../etc/passwd\x00",
         "a:b",
+        # Path segments that could leave a repository or prefix in file-backed stores.
+        "..",
+        "../etc/passwd",
+        "repo/../../x",
+        "./a",
+        "a//b",
+        "/absolute",
+        "trailing/",
     ],
 )
 def test_validate_key__disallowed_key__invalid_key(key):
@@ -461,7 +479,11 @@ def near_keys(draw: st.DrawFn) -> str:
 
 @given(st.one_of(st.text(), near_keys(), st.text(alphabet=KEY_ALPHABET + " \n\x00%", max_size=300)))
 def test_validate_key__any_text__returns_it_iff_allowed_else_invalid_key(key):
-    allowed = 0 < len(key) <= KEY_MAX_LENGTH and all(ch in KEY_ALPHABET for ch in key)
+    allowed = (
+        0 < len(key) <= KEY_MAX_LENGTH
+        and all(ch in KEY_ALPHABET for ch in key)
+        and not any(segment in ("", ".", "..") for segment in key.split("/"))
+    )
     try:
         result = codec.validate_key(key)
     except InvalidKey:
