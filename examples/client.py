@@ -7,6 +7,7 @@ python examples/client.py [--target 127.0.0.1:50051] [keys ...]
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -15,6 +16,8 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import auth_metadata, open_channel
+
 from protos import datastream_pb2, datastream_pb2_grpc
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -29,6 +32,8 @@ def show(data: datastream_pb2.Data) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="127.0.0.1:50051")
+    parser.add_argument("--token", default=os.environ.get("DATASTREAM_TOKEN"), help="API token (or DATASTREAM_TOKEN)")
+    parser.add_argument("--ca", default=None, help="CA certificate file: connect with TLS")
     parser.add_argument("--once", action="store_true", help="print the first message of Subscribe and exit")
     parser.add_argument("--max-backoff", type=float, default=10.0)
     parser.add_argument("keys", nargs="*", help="keys to watch (default: all)")
@@ -38,18 +43,21 @@ def main() -> int:
     latest: dict[str, datastream_pb2.Data] = {}
     while True:
         try:
-            with grpc.insecure_channel(args.target) as channel:
+            with open_channel(args.target, args.ca) as channel:
                 stub = datastream_pb2_grpc.DataServiceStub(channel)
-                capabilities = stub.ListCapabilities(datastream_pb2.ListCapabilitiesRequest(), timeout=10)
+                meta = auth_metadata(args.token)
+                capabilities = stub.ListCapabilities(
+                    datastream_pb2.ListCapabilitiesRequest(), timeout=10, metadata=meta
+                )
                 print(
                     "capabilities:",
                     ", ".join(f"{c.key} ({c.value_type})" for c in capabilities.capabilities),
                     flush=True,
                 )
-                synced = stub.Sync(datastream_pb2.DataRequest(keys=args.keys), timeout=10)
+                synced = stub.Sync(datastream_pb2.DataRequest(keys=args.keys), timeout=10, metadata=meta)
                 for key in sorted(synced.data):
                     print("sync:", show(synced.data[key]), flush=True)
-                for response in stub.Subscribe(datastream_pb2.DataRequest(keys=args.keys)):
+                for response in stub.Subscribe(datastream_pb2.DataRequest(keys=args.keys), metadata=meta):
                     backoff = 0.2
                     for key in sorted(response.data):
                         data = response.data[key]

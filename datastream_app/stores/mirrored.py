@@ -75,6 +75,7 @@ class MirroredStore(Store):
         super().__init__(alias=alias, prefix=prefix, **options)
         self.poll_interval = float(poll_interval)
         self.stale_after = float(stale_after) if stale_after is not None else max(3 * self.poll_interval, 15.0)
+        self._rejected: set[tuple[str, str]] = set()
 
     # Backend hooks
 
@@ -128,6 +129,15 @@ class MirroredStore(Store):
         return changed
 
     def _acceptable(self, key: str, snap: Snapshot) -> bool:
+        if (key, snap.etag) in self._rejected:
+            return False
+        ok = self._check(key, snap)
+        if not ok:
+            # Warn once per version, not at every poll.
+            self._rejected.add((key, snap.etag))
+        return ok
+
+    def _check(self, key: str, snap: Snapshot) -> bool:
         try:
             codec.validate_key(key)
             kind = codec.parse_value_type(snap.value_type)
@@ -271,9 +281,9 @@ class MirroredStore(Store):
         except DatastreamError:
             raise
         except Exception as exc:
-            message = f"store {self.alias!r} unavailable: {exc}"
-            self._set_status(ok=False, error=message)
-            raise Unavailable(message) from exc
+            # Only this write failed: reads keep coming from the copy, and the
+            # watcher's next listing decides whether the store is down.
+            raise Unavailable(f"store {self.alias!r} could not write {key!r}: {exc}") from exc
         return self.apply(key, snap) or _entry(self._rows().get(key=key))
 
     def changed_since(self, revision: int) -> dict[str, Entry]:

@@ -122,3 +122,40 @@ def test_serve__sigterm__streams_end_unavailable_and_process_exits_zero(embedded
 
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
     assert process.wait(timeout=20) == 0
+
+
+def test_examples__client_and_updater__work_against_make_run(embedded):
+    target = f"127.0.0.1:{embedded['GRPC_PORT']}"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *args], cwd=ROOT, env=embedded, capture_output=True, text=True, timeout=60
+        )
+
+    pushed = run("examples/updater.py", "--target", target)
+    refused = run("examples/updater.py", "--target", target, "--value", "ten")
+    client = run("examples/client.py", "--target", target, "--once", "max_connections")
+
+    assert pushed.returncode == 0, pushed.stderr
+    assert "pushed max_connections = 20" in pushed.stdout
+    assert refused.returncode == 1
+    assert "INVALID_ARGUMENT: 'ten' is not an integer" in refused.stderr
+    assert client.returncode == 0, client.stderr
+    assert "capabilities: debug_enabled (bool), max_connections (int), rate_limit (int)" in client.stdout
+    assert "sync: max_connections = 20 (int)" in client.stdout
+
+
+def test_createtoken__grant__token_works_for_its_prefix_only(embedded):
+    token = manage(embedded, "createtoken", "example-reader", "--grant", "max_=r").strip()
+    target = f"127.0.0.1:{embedded['GRPC_PORT']}"
+
+    with grpc.insecure_channel(target) as channel:
+        stub = datastream_pb2_grpc.DataServiceStub(channel)
+        meta = (("authorization", f"Bearer {token}"),)
+        readable = stub.Sync(datastream_pb2.DataRequest(), metadata=meta, timeout=10)
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Sync(datastream_pb2.DataRequest(keys=["rate_limit"]), metadata=meta, timeout=10)
+
+    assert token.startswith("ds_")
+    assert set(readable.data) == {"max_connections"}
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
