@@ -66,6 +66,27 @@ class Publisher:
     async def _drain(queue: asyncio.Queue[dict[str, Any]]) -> None:
         await queue.join()
 
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Block until everything queued so far was sent (short-lived processes); False on timeout.
+
+        Call it from a thread, never from the loop that sends.
+        """
+        with self._lock:
+            loop = self._loop
+        if loop is None or loop.is_closed():
+            return True
+
+        async def drained() -> None:
+            # Runs after the _enqueue callbacks scheduled before it (FIFO).
+            if self._queue is not None:
+                await self._queue.join()
+
+        try:
+            asyncio.run_coroutine_threadsafe(drained(), loop).result(timeout)
+        except TimeoutError:
+            return False
+        return True
+
     def publish(self, entry: Entry) -> None:
         """Queue ``entry`` for sending; safe from any thread, never blocks on the network."""
         self.send(entry.to_message())

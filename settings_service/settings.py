@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from settings_service.env import env_bool, env_int, env_list, env_str
+from settings_service.env import env_bool, env_int, env_json_object, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("DATASTREAM_VAR_DIR") or BASE_DIR / "var")
@@ -178,7 +178,14 @@ SPECTACULAR_SETTINGS = {
 # django-grpc-framework's convention: the function that registers servicers.
 GRPC_FRAMEWORK = {"ROOT_HANDLERS_HOOK": "datastream_app.rpc.handlers.grpc_handlers"}
 
+# External store mounts from the environment, e.g.
+# DATASTREAM_STORES='{"repo": {"BACKEND": "datastream_app.stores.git.GitStore", "PREFIX": "repo/", "OPTIONS": {...}}}'
+_extra_stores = env_json_object("DATASTREAM_STORES") or {}
 DATASTREAM = {
+    "STORES": {
+        "default": {"BACKEND": "datastream_app.stores.model.ModelStore", "PREFIX": "", "OPTIONS": {}},
+        **_extra_stores,
+    },
     # Anonymous clients may read and write from loopback addresses only.
     "ANONYMOUS_LOOPBACK": env_bool("DATASTREAM_ANONYMOUS_LOOPBACK", default=True),
     "MAX_VALUE_BYTES": env_int("DATASTREAM_MAX_VALUE_BYTES", 1024 * 1024, minimum=1, maximum=64 * 1024 * 1024),

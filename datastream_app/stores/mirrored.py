@@ -29,7 +29,16 @@ from django.utils import timezone
 from datastream_app import codec
 from datastream_app.audit import Interface, acting
 from datastream_app.changes import Entry
-from datastream_app.exceptions import DatastreamError, InvalidKey, InvalidValue, NotFound, TypeMismatch, Unavailable
+from datastream_app.conf import datastream_settings
+from datastream_app.exceptions import (
+    Aborted,
+    DatastreamError,
+    InvalidKey,
+    InvalidValue,
+    NotFound,
+    TypeMismatch,
+    Unavailable,
+)
 from datastream_app.models import MirroredEntry, Revision, SettingChange, StoreStatus
 from datastream_app.publisher import publisher
 from datastream_app.stores.base import Capability, Decoder, Store
@@ -138,6 +147,12 @@ class MirroredStore(Store):
         return ok
 
     def _check(self, key: str, snap: Snapshot) -> bool:
+        limit = datastream_settings.MAX_VALUE_BYTES
+        if len(snap.value) > limit:
+            logger.warning(
+                "store %s: %s skipped: %d bytes, over the %d-byte value limit", self.alias, key, len(snap.value), limit
+            )
+            return False
         try:
             codec.validate_key(key)
             kind = codec.parse_value_type(snap.value_type)
@@ -278,6 +293,13 @@ class MirroredStore(Store):
             return _entry(row)
         try:
             snap = self.write(key, value, row.value_type, row.etag)
+        except Aborted:
+            # Our copy is behind the source: have the watcher catch up now, so
+            # a client that reads again and retries succeeds.
+            from datastream_app.stores.watch import request_refresh
+
+            request_refresh(self.alias)
+            raise
         except DatastreamError:
             raise
         except Exception as exc:

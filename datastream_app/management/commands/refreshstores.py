@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from django.conf import settings
@@ -13,17 +12,6 @@ from datastream_app.exceptions import Unavailable
 from datastream_app.publisher import publisher
 from datastream_app.stores.mirrored import MirroredStore
 from datastream_app.stores.watch import mirrored_stores, request_refresh
-
-
-async def _send_requests(aliases: list[str]) -> None:
-    # This process is short-lived: the publisher's own sending thread is a
-    # daemon that may die with it before sending. Sending from this loop and
-    # detaching waits until what was queued went out.
-    publisher.bind(asyncio.get_running_loop())
-    for alias in aliases:
-        request_refresh(alias)
-    await asyncio.sleep(0)  # let the queued requests reach the publisher's queue
-    await publisher.detach()
 
 
 class Command(BaseCommand):
@@ -61,7 +49,11 @@ class Command(BaseCommand):
                 "warning: the in-memory channel layer reaches only this process, so no serving process hears "
                 "this request; use --now, or the webhook POST /api/v1/stores/<alias>/refresh"
             )
-        asyncio.run(_send_requests(aliases))
+        for alias in aliases:
+            request_refresh(alias)
+        # This process is short-lived: wait until the requests have left.
+        if not publisher.flush(timeout=10):
+            raise CommandError("the channel layer did not take the refresh requests within 10 s")
         for alias in aliases:
             self.stdout.write(f"{alias}: refresh requested")
 
