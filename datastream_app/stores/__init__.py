@@ -27,7 +27,13 @@ def _build() -> list[Store]:
             raise ImproperlyConfigured(
                 f'DATASTREAM["STORES"][{alias!r}]["BACKEND"] = {config["BACKEND"]!r} cannot be imported: {exc}'
             ) from exc
-        stores.append(backend(alias=alias, prefix=config.get("PREFIX", ""), **config.get("OPTIONS", {})))
+        try:
+            stores.append(backend(alias=alias, prefix=config.get("PREFIX", ""), **config.get("OPTIONS", {})))
+        except TypeError as exc:
+            # An unknown or missing option: name the store rather than raise a bare TypeError.
+            raise ImproperlyConfigured(
+                f'DATASTREAM["STORES"][{alias!r}]["OPTIONS"] do not fit {config["BACKEND"]}: {exc}'
+            ) from exc
     prefixes = [store.prefix for store in stores]
     if len(set(prefixes)) != len(prefixes):
         raise ImproperlyConfigured('Two DATASTREAM["STORES"] entries use the same PREFIX.')
