@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 # Group membership expires on every layer; renew it well within the shortest expiry.
 GROUP_RENEW_SECONDS = 60.0
+# A group nobody joins: sending to it tells whether the layer is reachable.
+PROBE_GROUP = "datastream.probe"
 
 
 class Subscription:
@@ -304,15 +306,34 @@ class Hub:
             await asyncio.sleep(interval)
             await self._resync_quietly()
             await self._end_revoked_streams()
+            was_ok = self.layer_ok
+            now_ok = await self._probe_layer()
             since_renew += interval
-            if since_renew >= GROUP_RENEW_SECONDS:
+            if (now_ok and not was_ok) or since_renew >= GROUP_RENEW_SECONDS:
+                # Back from an outage (or due for renewal): subscribe again in
+                # case the layer lost our subscription with its connection.
                 since_renew = 0.0
                 try:
                     await self._join()
-                    self._set_health(layer_ok=True)
                 except Exception:
-                    logger.warning("hub: renewing the group membership failed", exc_info=True)
+                    logger.warning("hub: joining the change group failed", exc_info=True)
                     self._set_health(layer_ok=False)
+
+    async def _probe_layer(self) -> bool:
+        # A subscriber's receive() just waits while the broker is gone (the
+        # client reconnects by itself), so reachability is tested by sending.
+        assert self._layer is not None
+        try:
+            await asyncio.wait_for(self._layer.group_send(PROBE_GROUP, {"type": "datastream.probe"}), timeout=2.0)
+        except Exception:  # noqa: BLE001 - any failure means the layer is unreachable now
+            if self.layer_ok:
+                logger.warning("hub: channel layer unreachable; serving from the database until it is back")
+            self._set_health(layer_ok=False)
+            return False
+        if not self.layer_ok:
+            logger.info("hub: channel layer reachable again")
+        self._set_health(layer_ok=True)
+        return True
 
     def subscriptions(self) -> set[Subscription]:
         """Every live subscription."""
