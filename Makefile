@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | md5sum | cut -c1-12)
 PROTO_OUT := protos
 
-.PHONY: install run serve migrate bootstrap protos lint format typecheck migrations-check check test test-fast bench clean
+.PHONY: install run serve migrate bootstrap protos lint format typecheck migrations-check check test test-production test-fast bench clean
 
 install: $(STAMP)
 
@@ -45,13 +45,20 @@ migrations-check: install
 
 check: lint typecheck migrations-check
 
+# The whole suite on both profiles: embedded (SQLite, in-memory layer), then
+# production (a PostgreSQL and a Redis started for the run, stopped after).
 test: check
-	$(BIN)/python -m pytest
+	$(BIN)/python -m tests.profile embedded
+	$(BIN)/python -m tests.profile production
+
+test-production: install
+	$(BIN)/python -m tests.profile production -q
 
 test-fast: install
 	$(BIN)/python -m pytest -x -q
 
 bench: install
+	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
 	$(BIN)/python -m bench
 
 clean:

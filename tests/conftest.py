@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
+from django.test.utils import override_settings
 
 from datastream_app.models import Setting
 from datastream_app.rpc.server import GrpcService
@@ -23,6 +28,46 @@ DEMO = [
     ("limits", "json", b'{"a":1}'),
     ("blob", "bytes", b"\x00\x01\xff"),
 ]
+
+
+# The production profile runs production settings, which redirect plain HTTP
+# to HTTPS as the TLS proxy in front would. Test clients talk to the
+# application directly, so they get the views as if through that proxy;
+# subprocesses (manage.py check --deploy) still see the real setting.
+if settings.SECURE_SSL_REDIRECT:
+    override_settings(SECURE_SSL_REDIRECT=False).enable()
+
+# Every connection any thread opened: worker threads (the database executor,
+# asgiref's sync thread) keep theirs open, and PostgreSQL refuses to drop a
+# test database while another session uses it.
+_opened: weakref.WeakSet[BaseDatabaseWrapper] = weakref.WeakSet()
+
+
+def _remember_connection(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    _opened.add(connection)
+
+
+connection_created.connect(_remember_connection, dispatch_uid="tests.conftest.remember_connection")
+
+
+def close_connections_of_all_threads() -> None:
+    """Close every database connection the test process opened, in whatever thread."""
+    for wrapper in list(_opened):
+        if wrapper.connection is None:
+            continue
+        # Closing from another thread is what Django's thread-sharing API permits.
+        wrapper.inc_thread_sharing()
+        try:
+            wrapper.close()
+        finally:
+            wrapper.dec_thread_sharing()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
+    """pytest-django's test databases, dropped only after every thread's connection is closed."""
+    yield
+    close_connections_of_all_threads()
 
 
 def make_settings() -> dict[str, Setting]:
