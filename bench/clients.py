@@ -1,0 +1,202 @@
+"""Thin clients for both systems: pushes and syncs over gRPC, syncs over HTTP/1.1.
+
+Both systems go through the same grpc.aio stack; etcd's messages are the
+generated stubs shipped in PyPI ``aetcd`` (its client wrapper is not used, so
+neither side pays for an extra abstraction layer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any, Protocol
+
+import grpc
+from aetcd import rpc as etcdrpc  # type: ignore[import-untyped]
+
+from protos import datastream_pb2
+
+OURS_SUBSCRIBE = "/datastream.DataService/Subscribe"
+OURS_PUSH = "/datastream.DataService/PushUpdate"
+OURS_SYNC = "/datastream.DataService/Sync"
+ETCD_WATCH = "/etcdserverpb.Watch/Watch"
+
+
+def channel_options() -> list[tuple[str, Any]]:
+    """Options for a client channel that gets its own TCP connection."""
+    return [
+        # Without a local pool, channels with equal arguments share one connection.
+        ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ]
+
+
+def new_channel(target: str) -> grpc.aio.Channel:
+    """A grpc.aio channel on its own connection."""
+    return grpc.aio.insecure_channel(target, options=channel_options())
+
+
+class KeyValueClient(Protocol):
+    """What the harness needs from either system for writes and reads."""
+
+    async def push(self, key: str, value: int) -> None:
+        """Set ``key`` to the int ``value``."""
+
+    async def sync(self, keys: list[str]) -> int:
+        """Read the current values of ``keys``; return how many came back."""
+
+    async def close(self) -> None:
+        """Close the connection."""
+
+
+class OursClient:
+    """PushUpdate and Sync on the datastream service."""
+
+    def __init__(self, target: str) -> None:
+        self.channel = new_channel(target)
+        self._push = self.channel.unary_unary(OURS_PUSH, request_serializer=None, response_deserializer=None)
+        self._sync = self.channel.unary_unary(OURS_SYNC, request_serializer=None, response_deserializer=None)
+
+    async def push(self, key: str, value: int) -> None:
+        """Set ``key`` to the int ``value``."""
+        request = datastream_pb2.Data(key=key, value=str(value).encode(), value_type="int")
+        await self._push(request.SerializeToString(), timeout=30)
+
+    async def sync(self, keys: list[str]) -> int:
+        """Read ``keys`` with one Sync call."""
+        raw = await self._sync(datastream_pb2.DataRequest(keys=keys).SerializeToString(), timeout=30)
+        return len(datastream_pb2.DataResponse.FromString(raw).data)
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self.channel.close()
+
+
+class EtcdClient:
+    """Put, and Range (one key) or a Txn of Ranges (several keys), on etcd."""
+
+    def __init__(self, target: str, channel: grpc.aio.Channel | None = None) -> None:
+        self.channel = channel or new_channel(target)
+        self.kv = etcdrpc.KVStub(self.channel)
+
+    async def push(self, key: str, value: int) -> None:
+        """Put the int ``value`` as text, as datastream stores it."""
+        await self.kv.Put(etcdrpc.PutRequest(key=key.encode(), value=str(value).encode()), timeout=30)
+
+    async def read(self, keys: list[str]) -> tuple[int, dict[str, bytes]]:
+        """The revision and current values of ``keys``: what a client reads before it watches."""
+        if len(keys) == 1:
+            response = await self.kv.Range(etcdrpc.RangeRequest(key=keys[0].encode()), timeout=30)
+            return response.header.revision, {kv.key.decode(): kv.value for kv in response.kvs}
+        # Arbitrary keys are not one range: a Txn of Ranges reads them at one revision.
+        ops = [etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=key.encode())) for key in keys]
+        txn = await self.kv.Txn(etcdrpc.TxnRequest(success=ops), timeout=30)
+        values = {kv.key.decode(): kv.value for op in txn.responses for kv in op.response_range.kvs}
+        return txn.header.revision, values
+
+    async def sync(self, keys: list[str]) -> int:
+        """Read ``keys`` in one call."""
+        _, values = await self.read(keys)
+        return len(values)
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self.channel.close()
+
+
+def new_client(system: str, target: str) -> KeyValueClient:
+    """The client for ``system`` ("datastream" or "etcd")."""
+    from bench.common import ETCD, OURS
+
+    if system == OURS:
+        return OursClient(target)
+    if system == ETCD:
+        return EtcdClient(target)
+    raise ValueError(system)
+
+
+class HttpClient:
+    """A minimal HTTP/1.1 keep-alive client: enough to time REST calls without a client library."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """Send one request on the kept-alive connection; return status and body."""
+        if self._writer is None or self._reader is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept: application/json\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self._writer.write(head.encode() + b"\r\n" + (body or b""))
+        await self._writer.drain()
+        status_line = await self._reader.readline()
+        if not status_line:
+            raise ConnectionError("connection closed by server")
+        status = int(status_line.split()[1])
+        length = -1
+        chunked = False
+        while True:
+            line = await self._reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+            elif name.strip().lower() == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+        if chunked:
+            payload = b""
+            while True:
+                size = int((await self._reader.readline()).strip(), 16)
+                chunk = await self._reader.readexactly(size + 2)
+                if size == 0:
+                    break
+                payload += chunk[:-2]
+            return status, payload
+        return status, await self._reader.readexactly(length) if length >= 0 else b""
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            self._reader = None
+
+
+class RestSync:
+    """One system's REST read of several keys: datastream's /api/v1/sync, etcd's JSON gateway."""
+
+    def __init__(self, system: str, host: str, port: int) -> None:
+        from bench.common import OURS
+
+        self.ours = system == OURS
+        self.http = HttpClient(host, port)
+
+    async def sync(self, keys: list[str]) -> int:
+        """Read ``keys`` in one request; raise unless it answered 200."""
+        if self.ours:
+            status, body = await self.http.request("GET", "/api/v1/sync?keys=" + ",".join(keys))
+            if status != 200:
+                raise RuntimeError(f"REST sync answered {status}: {body[:200]!r}")
+            return len(json.loads(body)["data"])
+        encoded = [base64.b64encode(key.encode()).decode() for key in keys]
+        if len(encoded) == 1:
+            payload = {"key": encoded[0]}
+            status, body = await self.http.request("POST", "/v3/kv/range", json.dumps(payload).encode())
+            if status != 200:
+                raise RuntimeError(f"etcd range answered {status}: {body[:200]!r}")
+            return len(json.loads(body).get("kvs", []))
+        txn = {"success": [{"request_range": {"key": key}} for key in encoded]}
+        status, body = await self.http.request("POST", "/v3/kv/txn", json.dumps(txn).encode())
+        if status != 200:
+            raise RuntimeError(f"etcd txn answered {status}: {body[:200]!r}")
+        return sum(len(r["response_range"].get("kvs", [])) for r in json.loads(body).get("responses", []))
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self.http.close()
