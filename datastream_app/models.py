@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.validators import RegexValidator
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from datastream_app import codec
@@ -30,6 +30,14 @@ class Revision(models.Model):
         The row lock is held until commit, so changes commit in revision order
         (on SQLite the IMMEDIATE write lock gives the same order).
         """
+        # One statement: the UPDATE takes the row lock and returns the new value
+        # (SQLite 3.35+ and PostgreSQL both have RETURNING).
+        table = connection.ops.quote_name(cls._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(f"UPDATE {table} SET value = value + 1 WHERE id = 1 RETURNING value")  # noqa: S608
+            row = cursor.fetchone()
+        if row is not None:
+            return int(row[0])
         counter, _ = cls.objects.select_for_update().get_or_create(pk=1)
         counter.value += 1
         counter.save(update_fields=["value"])
@@ -73,9 +81,15 @@ class Setting(models.Model):
         """Validate, then save with a new revision and a history row if the value changed."""
         self.validate_value()
         with transaction.atomic():
-            old = None
-            if self.pk is not None:
-                old = Setting.objects.filter(pk=self.pk).values("value", "value_type").first()
+            old: dict[str, Any] | None = None
+            # A caller that read the row under lock in this transaction hands its
+            # values over (ModelStore.put); anyone else may hold a stale instance.
+            locked = self.__dict__.pop("_datastream_locked_old", None)
+            if locked is not None:
+                old = {"value": locked[0], "value_type": locked[1]}
+            elif self.pk is not None:
+                row = Setting.objects.filter(pk=self.pk).values("value", "value_type").first()
+                old = dict(row) if row is not None else None
             changed = old is None or bytes(old["value"]) != bytes(self.value) or old["value_type"] != self.value_type
             if changed:
                 self.revision = Revision.next()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,26 +36,17 @@ def current_principal() -> Principal:
 def _wrap(handler: grpc.RpcMethodHandler, unary: UnaryAround, stream: StreamAround) -> grpc.RpcMethodHandler:
     # Wrapping the behaviour (not just intercepting) runs our code in the
     # call's own task, so context variables set here reach the servicer.
+    # partial, not a closure that re-yields: every layer of async generator
+    # costs a resume per streamed message, times every subscriber.
     if handler.unary_unary is not None:
-        inner_unary = handler.unary_unary
-
-        async def unary_behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            return await unary(inner_unary, request, context)
-
         return grpc.unary_unary_rpc_method_handler(
-            unary_behaviour,
+            functools.partial(unary, handler.unary_unary),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream is not None:
-        inner_stream = handler.unary_stream
-
-        async def stream_behaviour(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async for item in stream(inner_stream, request, context):
-                yield item
-
         return grpc.unary_stream_rpc_method_handler(
-            stream_behaviour,
+            functools.partial(stream, handler.unary_stream),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

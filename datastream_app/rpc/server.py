@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -40,6 +41,17 @@ def server_options() -> list[tuple[str, Any]]:
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.so_reuseport", 0),
     ]
+
+
+def tune_gc() -> None:
+    """Raise the cyclic GC thresholds and freeze what start-up allocated (server processes only)."""
+    thresholds = datastream_settings.GC_THRESHOLDS
+    if thresholds:
+        gc.set_threshold(*thresholds)
+    # Modules, settings and app registries live as long as the process: keep
+    # them out of every future collection.
+    gc.collect()
+    gc.freeze()
 
 
 def server_credentials() -> grpc.ServerCredentials | None:

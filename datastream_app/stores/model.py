@@ -38,6 +38,7 @@ class ModelStore(Store):
             if value_type and value_type != setting.value_type:
                 raise TypeMismatch(f"key {key!r} has value_type {setting.value_type!r}, not {value_type!r}")
             kind = ValueType(setting.value_type)
+            setting._datastream_locked_old = (bytes(setting.value), setting.value_type)  # type: ignore[attr-defined]
             setting.value = encode_wire(kind, decode(kind, setting.json_schema))
             setting.save()
             return entry_for(setting)

@@ -12,7 +12,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "DATASTREAM_"))}
+    # Only what the test sets: the calling shell (or the production test profile)
+    # may export backends, a SECRET_KEY or hosts of its own.
+    own = (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "DATASTREAM_",
+        "SECRET_KEY",
+        "ALLOWED_HOSTS",
+        "HTTP_HOST",
+        "GRPC_HOST",
+        "SECURE_",
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith(own)}
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **env}, capture_output=True, text=True, timeout=120
     )

@@ -644,7 +644,10 @@ def test_refreshstores__unknown_or_internal_store__error(repos):
 def test_refreshstores__without_now__requests_a_refresh_and_warns_about_the_in_memory_layer(repos):
     out, err = io.StringIO(), io.StringIO()
 
-    with override_settings(DATASTREAM={"STORES": {"default": MODEL_STORE, "repo": repos.config()}}):
+    in_memory = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    with override_settings(
+        DATASTREAM={"STORES": {"default": MODEL_STORE, "repo": repos.config()}}, CHANNEL_LAYERS=in_memory
+    ):
         call_command("refreshstores", stdout=out, stderr=err)
 
     assert out.getvalue().strip() == "repo: refresh requested"
