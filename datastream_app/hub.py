@@ -26,6 +26,8 @@ from datastream_app.access import SYSTEM, Principal, invalid_tokens
 from datastream_app.changes import MESSAGE_TYPE, Entry
 from datastream_app.conf import datastream_settings
 from datastream_app.publisher import GROUP, publisher
+from datastream_app.stores import store_for_key
+from datastream_app.stores.model import ModelStore
 
 REFRESH_TYPE = "datastream.refresh"
 
@@ -109,6 +111,9 @@ class Hub:
     def __init__(self, *, layer_alias: str | None = None) -> None:
         self.layer_alias = layer_alias or datastream_settings.CHANNEL_LAYER
         self._by_key: dict[str, set[Subscription]] = {}
+        # key -> (entry, its serialised frame once computed)
+        self._cache: dict[str, tuple[Entry, bytes | None]] = {}
+        self._cacheable_keys: dict[str, bool] = {}
         self._all: set[Subscription] = set()
         self._tasks: list[asyncio.Task[Any]] = []
         self._channel: str | None = None
@@ -163,6 +168,7 @@ class Hub:
             sub.close()
         self._all.clear()
         self._by_key.clear()
+        self._cache.clear()
 
     async def _join(self) -> None:
         assert self._layer is not None
@@ -193,6 +199,67 @@ class Hub:
                 subs.discard(sub)
                 if not subs:
                     del self._by_key[key]
+                    self._cache.pop(key, None)
+
+    # Snapshot cache: the current entry of every subscribed settings key, kept
+    # by dispatch. A snapshot taken from it after subscribing loses nothing:
+    # whatever is newer than the cache is still on its way to the subscription.
+
+    def snapshot(self, keys: list[str]) -> dict[str, Entry] | None:
+        """The cached entries of ``keys``, or None unless every one is cached (and not deleted)."""
+        cache = self._cache
+        if not keys:
+            return None
+        entries = {}
+        for key in keys:
+            cached = cache.get(key)
+            if cached is None or cached[0].deleted:
+                return None
+            entries[key] = cached[0]
+        return entries
+
+    def frame_of(self, entries: dict[str, Entry]) -> bytes:
+        """The serialised DataResponse of ``entries``, reusing frames serialised before."""
+        parts = []
+        for key, entry in entries.items():
+            cached = self._cache.get(key)
+            if cached is not None and cached[0] is entry and cached[1] is not None:
+                parts.append(cached[1])
+            else:
+                frame = entry.frame()
+                if cached is not None and cached[0] is entry:
+                    self._cache[key] = (entry, frame)
+                parts.append(frame)
+        return b"".join(parts)
+
+    def remember(self, entries: dict[str, Entry]) -> None:
+        """Cache entries read from the database for subscribed keys (older than the cache: ignored)."""
+        for key, entry in entries.items():
+            if key in self._by_key:
+                self._cache_newer(entry)
+
+    def _cache_newer(self, entry: Entry, frame: bytes | None = None) -> None:
+        # Keys stay cached from their first subscriber to their last; every
+        # change dispatched meanwhile lands here, so a database read that
+        # raced with a newer change cannot put an older value back.
+        if not self._cacheable(entry.key):
+            return
+        cached = self._cache.get(entry.key)
+        if cached is not None and cached[0].revision >= entry.revision:
+            return
+        # A deletion stays as a tombstone: it keeps an older read from coming back.
+        self._cache[entry.key] = (entry, frame)
+
+    def _cacheable(self, key: str) -> bool:
+        # Only settings: an external store's keys must fail while it is down,
+        # which only a read through the store can tell.
+        verdict = self._cacheable_keys.get(key)
+        if verdict is None:
+            verdict = isinstance(store_for_key(key), ModelStore)
+            if len(self._cacheable_keys) > 100_000:
+                self._cacheable_keys.clear()
+            self._cacheable_keys[key] = verdict
+        return verdict
 
     @property
     def subscription_count(self) -> int:
@@ -204,12 +271,16 @@ class Hub:
     def dispatch(self, entry: Entry) -> None:
         """Offer one change to every interested subscription, serialising it once."""
         self._track(entry.revision)
-        if entry.deleted:
-            return
         subs = self._by_key.get(entry.key)
+        if entry.deleted:
+            if subs:
+                self._cache_newer(entry)
+            return
         if not subs and not self._all:
             return
         frame = entry.frame()
+        if subs:
+            self._cache_newer(entry, frame)
         for sub in self._all:
             sub.offer(entry.key, entry.revision, frame, entry.secret)
         if subs:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from datastream_app.access import Principal
 from datastream_app.conf import datastream_settings
@@ -19,25 +17,26 @@ class StreamLimiter:
         self._lock = threading.Lock()
         self._open: dict[int, int] = {}
 
-    @contextmanager
-    def stream(self, principal: Principal) -> Iterator[None]:
-        """Hold one stream slot of ``principal``'s token for the block; LimitExceeded when none is left."""
+    def acquire(self, principal: Principal) -> None:
+        """Take one stream slot of ``principal``'s token; LimitExceeded when none is left."""
         token = principal.token_id
         if token is None:
-            yield
             return
         limit = principal.max_streams or datastream_settings.MAX_STREAMS_PER_TOKEN
         with self._lock:
             if self._open.get(token, 0) >= limit:
                 raise LimitExceeded(f"limit of {limit} concurrent streams per token reached for {principal.name}")
             self._open[token] = self._open.get(token, 0) + 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._open[token] -= 1
-                if not self._open[token]:
-                    del self._open[token]
+
+    def release(self, principal: Principal) -> None:
+        """Give back a slot taken by acquire()."""
+        token = principal.token_id
+        if token is None:
+            return
+        with self._lock:
+            self._open[token] -= 1
+            if not self._open[token]:
+                del self._open[token]
 
 
 class RateLimiter:

@@ -67,9 +67,7 @@ def get_entries(*, keys: Iterable[str], principal: Principal = SYSTEM) -> dict[s
                 if store_for_key(key) is store and visible(principal, entry):
                     result.setdefault(key, entry)
         return dict(sorted(result.items()))
-    denied = [key for key in wanted if not principal.can_read(key)]
-    if denied:
-        raise PermissionDenied(f"not allowed to read: {', '.join(denied)}")
+    check_readable(wanted, principal)
     by_store: dict[int, list[str]] = {}
     stores: dict[int, Store] = {}
     missing: list[str] = []
@@ -86,10 +84,23 @@ def get_entries(*, keys: Iterable[str], principal: Principal = SYSTEM) -> dict[s
     missing.extend(key for key in wanted if key not in found and key not in missing)
     if missing:
         raise NotFound(f"unknown key{'s' if len(missing) > 1 else ''}: {', '.join(missing)}", keys=missing)
-    secret = [key for key in wanted if not visible(principal, found[key])]
+    result = {key: found[key] for key in wanted}
+    check_secrets(result, principal)
+    return result
+
+
+def check_readable(keys: Iterable[str], principal: Principal) -> None:
+    """PermissionDenied naming every key outside the caller's read scope."""
+    denied = [key for key in keys if not principal.can_read(key)]
+    if denied:
+        raise PermissionDenied(f"not allowed to read: {', '.join(denied)}")
+
+
+def check_secrets(entries: dict[str, Entry], principal: Principal) -> None:
+    """PermissionDenied naming every secret setting the caller may not read."""
+    secret = [key for key, entry in entries.items() if not visible(principal, entry)]
     if secret:
         raise PermissionDenied(f"not allowed to read secret settings: {', '.join(secret)}")
-    return {key: found[key] for key in wanted}
 
 
 def _check_size(size: int) -> None:

@@ -41,7 +41,8 @@ def _is_database_outage(exc: BaseException) -> bool:
     return isinstance(exc, (OperationalError, InterfaceError))
 
 
-async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
+async def abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
+    """End the call with the status for ``exc``: its mapped code, UNAVAILABLE for a database outage, else INTERNAL."""
     if isinstance(exc, errors.DatastreamError):
         await context.abort(status_code(exc), exc.message)
     if _is_database_outage(exc):
@@ -60,7 +61,8 @@ class MalformedRequest:
         self.reason = reason
 
 
-def _check(request: Any) -> None:
+def check_request(request: Any) -> None:
+    """InvalidArgument if the request bytes did not parse."""
     if isinstance(request, MalformedRequest):
         raise errors.InvalidArgument(request.reason)
 
@@ -73,24 +75,24 @@ def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
         async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                _check(request)
+                check_request(request)
                 async for item in method(self, request, context):
                     yield item
             except Exception as exc:
                 if isinstance(exc, grpc.aio.AbortError):
                     raise
-                await _abort_for(exc, context, name)
+                await abort_for(exc, context, name)
 
         return stream
 
     @functools.wraps(method)
     async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            _check(request)
+            check_request(request)
             return await method(self, request, context)
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
-            await _abort_for(exc, context, name)
+            await abort_for(exc, context, name)
 
     return unary

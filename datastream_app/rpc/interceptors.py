@@ -29,7 +29,7 @@ _principal: ContextVar[Principal | None] = ContextVar("datastream_principal", de
 
 
 def current_principal() -> Principal:
-    """The caller of the RPC being served (set by AuthInterceptor; SYSTEM for unprotected services)."""
+    """The caller of the RPC being served (set by CallInterceptor; SYSTEM for unprotected services)."""
     return _principal.get() or SYSTEM
 
 
@@ -60,85 +60,18 @@ def _code(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc.S
     return default
 
 
-class LoggingInterceptor(grpc.aio.ServerInterceptor):
-    """Logs every call once it ends, as ``rpc method=... status=... duration_ms=...``."""
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-
-        def log(started: float, code: grpc.StatusCode, peer: str) -> None:
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            level = logging.INFO if code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED) else logging.WARNING
-            logger.log(
-                level,
-                "rpc method=%s status=%s duration_ms=%.2f peer=%s principal=%s",
-                method,
-                code.name,
-                elapsed_ms,
-                peer,
-                getattr(_principal.get(), "name", "-"),
-            )
-
-        async def unary(call: Callable[..., Awaitable[Any]], request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started, peer = time.perf_counter(), context.peer()
-            code = grpc.StatusCode.UNKNOWN
-            try:
-                result = await call(request, context)
-                code = _code(context, grpc.StatusCode.OK)
-                return result
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except BaseException:
-                code = _code(context, grpc.StatusCode.UNKNOWN)
-                raise
-            finally:
-                log(started, code, peer)
-
-        async def stream(
-            call: Callable[..., AsyncIterator[Any]], request: Any, context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
-            started, peer = time.perf_counter(), context.peer()
-            code = grpc.StatusCode.UNKNOWN
-            try:
-                async for item in call(request, context):
-                    yield item
-                code = _code(context, grpc.StatusCode.OK)
-            except (GeneratorExit, asyncio.CancelledError):
-                # The call is gone: its context must not be touched any more
-                # (grpc's cython layer crashes on a finished call).
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except BaseException:
-                code = _code(context, grpc.StatusCode.UNKNOWN)
-                raise
-            finally:
-                log(started, code, peer)
-
-        return _wrap(handler, unary, stream)
-
-
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Resolves ``authorization: Bearer <token>`` into the call's principal.
+class Authenticator:
+    """Resolves ``authorization: Bearer <token>`` into a principal, caching token checks briefly.
 
     Without a token the caller is anonymous: allowed from loopback when
-    anonymous access is on, UNAUTHENTICATED otherwise.
-
-    Only the services in ``protected`` are checked: health and reflection stay
-    open for probes and tooling. A token's principal is cached for a few
-    seconds; open streams are re-checked by the hub, so a revoked token's
-    streams end within seconds.
+    anonymous access is on, UNAUTHENTICATED otherwise. A token's principal is
+    cached for a few seconds; open streams are re-checked by the hub, so a
+    revoked token's streams end within seconds.
     """
 
     CACHE_SECONDS = 5.0
 
-    def __init__(self, protected: set[str]) -> None:
-        self.protected = protected
+    def __init__(self) -> None:
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._authenticate = DatabaseSyncToAsync(access.authenticate_token, thread_sensitive=False)
 
@@ -165,32 +98,92 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._cache[token] = (now + self.CACHE_SECONDS, principal)
         return principal
 
+    async def authenticate(self, context: grpc.aio.ServicerContext) -> None:
+        """Set the call's principal, or end the call with UNAUTHENTICATED (UNAVAILABLE if the database is down)."""
+        try:
+            _principal.set(await self.resolve(context))
+        except Unauthenticated as exc:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
+        except (OperationalError, InterfaceError):
+            logger.warning("token check failed: database unavailable", exc_info=True)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable; retry shortly")
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):
+    """The one interceptor of every call: authenticates it, then logs it once it ends.
+
+    Authentication applies to the services in ``protected``: health and
+    reflection stay open for probes and tooling. The log line is
+    ``rpc method=... status=... duration_ms=... peer=... principal=...``.
+    Both jobs share one wrapper, so a streamed message passes one extra
+    generator layer, not two.
+    """
+
+    def __init__(self, protected: set[str]) -> None:
+        self.protected = protected
+        self.authenticator = Authenticator()
+
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        service = handler_call_details.method.lstrip("/").split("/", 1)[0]
-        if handler is None or service not in self.protected:
+        if handler is None:
             return handler
+        method = handler_call_details.method
+        service = method.lstrip("/").split("/", 1)[0]
+        authenticate = self.authenticator.authenticate if service in self.protected else None
 
-        async def authenticate(context: grpc.aio.ServicerContext) -> None:
-            try:
-                _principal.set(await self.resolve(context))
-            except Unauthenticated as exc:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
-            except (OperationalError, InterfaceError):
-                logger.warning("token check failed: database unavailable", exc_info=True)
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable; retry shortly")
+        def log(started: float, code: grpc.StatusCode, peer: str) -> None:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            level = logging.INFO if code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED) else logging.WARNING
+            logger.log(
+                level,
+                "rpc method=%s status=%s duration_ms=%.2f peer=%s principal=%s",
+                method,
+                code.name,
+                elapsed_ms,
+                peer,
+                getattr(_principal.get(), "name", "-"),
+            )
 
         async def unary(call: Callable[..., Awaitable[Any]], request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await authenticate(context)
-            return await call(request, context)
+            started, peer = time.perf_counter(), context.peer()
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                if authenticate is not None:
+                    await authenticate(context)
+                result = await call(request, context)
+                code = _code(context, grpc.StatusCode.OK)
+                return result
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException:
+                code = _code(context, grpc.StatusCode.UNKNOWN)
+                raise
+            finally:
+                log(started, code, peer)
 
         async def stream(
             call: Callable[..., AsyncIterator[Any]], request: Any, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
-            await authenticate(context)
-            async for item in call(request, context):
-                yield item
+            started, peer = time.perf_counter(), context.peer()
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                if authenticate is not None:
+                    await authenticate(context)
+                async for item in call(request, context):
+                    yield item
+                code = _code(context, grpc.StatusCode.OK)
+            except (GeneratorExit, asyncio.CancelledError):
+                # The call is gone: its context must not be touched any more
+                # (grpc's cython layer crashes on a finished call).
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException:
+                code = _code(context, grpc.StatusCode.UNKNOWN)
+                raise
+            finally:
+                log(started, code, peer)
 
         return _wrap(handler, unary, stream)

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from datastream_app.access import anonymous_notice
 from datastream_app.conf import datastream_settings
 from datastream_app.hub import Hub, set_hub
-from datastream_app.rpc.interceptors import AuthInterceptor, LoggingInterceptor
+from datastream_app.rpc.interceptors import CallInterceptor
 from datastream_app.rpc.servicer import SERVICE_NAME
 from datastream_app.stores.watch import StoreWatchers
 
@@ -88,7 +88,7 @@ class GrpcService:
         self.hub.on_refresh = self.watchers.wake
         await self.watchers.start()
         server = grpc.aio.server(
-            interceptors=[LoggingInterceptor(), AuthInterceptor({SERVICE_NAME})],
+            interceptors=[CallInterceptor({SERVICE_NAME})],
             options=server_options(),
             maximum_concurrent_rpcs=None,
         )

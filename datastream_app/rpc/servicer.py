@@ -10,10 +10,11 @@ from google.protobuf import empty_pb2
 from google.protobuf.message import DecodeError, Message
 
 from datastream_app import limits, services
+from datastream_app.access import Principal
 from datastream_app.audit import Interface, acting
 from datastream_app.changes import response_frame
-from datastream_app.hub import get_hub
-from datastream_app.rpc.errors import MalformedRequest, grpc_errors
+from datastream_app.hub import Subscription, get_hub
+from datastream_app.rpc.errors import MalformedRequest, abort_for, check_request, grpc_errors
 from datastream_app.rpc.interceptors import current_principal
 from protos import datastream_pb2, datastream_pb2_grpc
 
@@ -44,31 +45,56 @@ class DataServicer(datastream_pb2_grpc.DataServiceServicer):
         entries = await services.aget_entries(keys=list(request.keys), principal=current_principal())
         return response_frame(entries)
 
-    @grpc_errors
     async def Subscribe(
         self, request: datastream_pb2.DataRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         """The current values, then one message per change until the client cancels."""
-        keys = services.normalize_keys(request.keys)
+        # Errors are mapped here rather than by @grpc_errors: a wrapping
+        # generator would cost one more resume per message on every stream.
         principal = current_principal()
         hub = get_hub()
-        with limits.streams.stream(principal):
-            # Subscribe before reading the snapshot: a change committed in between
-            # is queued, and prime() drops whatever the snapshot already holds.
-            sub = hub.subscribe(keys or None, principal)
-            try:
+        try:
+            check_request(request)
+            first, sub = await self._open(request, principal)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            await abort_for(exc, context, "Subscribe")
+            return
+        try:
+            yield first
+            while True:
+                frame = await sub.next_frame()
+                if frame is None:
+                    code, message = sub.close_reason or ("UNAVAILABLE", "server is shutting down; reconnect")
+                    await context.abort(grpc.StatusCode[code], message)
+                    return
+                yield frame
+        finally:
+            hub.unsubscribe(sub)
+            limits.streams.release(principal)
+
+    async def _open(self, request: datastream_pb2.DataRequest, principal: Principal) -> tuple[bytes, Subscription]:
+        keys = services.normalize_keys(request.keys)
+        services.check_readable(keys, principal)
+        hub = get_hub()
+        limits.streams.acquire(principal)
+        # Subscribe before reading the snapshot: a change committed in between
+        # is queued, and prime() drops whatever the snapshot already holds.
+        sub = hub.subscribe(keys or None, principal)
+        try:
+            snapshot = hub.snapshot(keys)
+            if snapshot is None:
                 snapshot = await services.aget_entries(keys=keys, principal=principal)
-                sub.prime(snapshot)
-                yield response_frame(snapshot)
-                while True:
-                    frame = await sub.next_frame()
-                    if frame is None:
-                        code, message = sub.close_reason or ("UNAVAILABLE", "server is shutting down; reconnect")
-                        await context.abort(grpc.StatusCode[code], message)
-                        return
-                    yield frame
-            finally:
-                hub.unsubscribe(sub)
+                hub.remember(snapshot)
+            else:
+                services.check_secrets(snapshot, principal)
+            sub.prime(snapshot)
+            return hub.frame_of(snapshot), sub
+        except BaseException:
+            hub.unsubscribe(sub)
+            limits.streams.release(principal)
+            raise
 
     @grpc_errors
     async def PushUpdate(self, request: datastream_pb2.Data, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:

@@ -251,3 +251,39 @@ async def test_malformed_request_bytes__each_rpc__invalid_argument(channel):
                 await channel.unary_unary(path)(garbage)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
         assert "malformed" in error.value.details()
+
+
+async def test_subscribe__key_deleted_while_others_watch_it__new_subscriber_gets_not_found(stub, grpc_service):
+    watching = stub.Subscribe(request("ratio"))
+    await watching.read()
+    await sync_to_async(lambda: Setting.objects.get(key="ratio").delete())()
+    await wait_for(
+        lambda: (
+            grpc_service.hub._cache.get("ratio", (None,))[0] is not None and grpc_service.hub._cache["ratio"][0].deleted
+        )
+    )
+
+    late = stub.Subscribe(request("ratio"))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await late.read()
+    watching.cancel()
+
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_subscribe__second_subscriber__snapshot_from_the_hub_equals_the_database(stub, grpc_service):
+    first = stub.Subscribe(request("max_connections", "limits"))
+    await first.read()
+    await stub.PushUpdate(datastream_pb2.Data(key="limits", value=b'{"b":2}'))
+    await asyncio.wait_for(first.read(), 10)
+
+    second = stub.Subscribe(request("max_connections", "limits"))
+    snapshot = await second.read()
+    synced = await stub.Sync(request("max_connections", "limits"))
+    first.cancel()
+    second.cancel()
+
+    assert "limits" in grpc_service.hub._cache
+    assert {k: (v.value, v.revision) for k, v in snapshot.data.items()} == {
+        k: (v.value, v.revision) for k, v in synced.data.items()
+    }
