@@ -287,3 +287,29 @@ async def test_subscribe__second_subscriber__snapshot_from_the_hub_equals_the_da
     assert {k: (v.value, v.revision) for k, v in snapshot.data.items()} == {
         k: (v.value, v.revision) for k, v in synced.data.items()
     }
+
+
+async def test_sync_and_subscribe__more_keys_than_the_limit__resource_exhausted_naming_it(demo):
+    from django.test import override_settings
+
+    from datastream_app.rpc.server import GrpcService
+    from protos import datastream_pb2_grpc
+
+    with override_settings(DATASTREAM={"MAX_KEYS_PER_REQUEST": 2}):
+        service = GrpcService("127.0.0.1:0")
+        await service.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as chan:
+                stub = datastream_pb2_grpc.DataServiceStub(chan)
+                with pytest.raises(grpc.aio.AioRpcError) as sync_error:
+                    await stub.Sync(request("max_connections", "rate_limit", "ratio"))
+                with pytest.raises(grpc.aio.AioRpcError) as subscribe_error:
+                    await stub.Subscribe(request("max_connections", "rate_limit", "ratio")).read()
+                within = await stub.Sync(request("max_connections", "rate_limit"))
+        finally:
+            await service.stop(grace=1.0)
+
+    for error in (sync_error, subscribe_error):
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error.value.details() == "3 keys requested; the limit is 2 keys per request"
+    assert set(within.data) == {"max_connections", "rate_limit"}
