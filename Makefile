@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | md5sum | cut -c1-12)
 PROTO_OUT := protos
 
-.PHONY: install run serve migrate bootstrap protos lint format typecheck migrations-check check test test-production test-fast bench clean
+.PHONY: install run run-stores serve migrate bootstrap protos lint format typecheck migrations-check check test test-production test-fast bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ bootstrap: migrate
 # One process: HTTP (admin, REST) on 127.0.0.1:$${HTTP_PORT:-8000}, gRPC on 127.0.0.1:$${GRPC_PORT:-50051}.
 run: bootstrap
 	$(BIN)/python manage.py serve
+
+# The same, plus a git repository and an S3 bucket mounted beside the settings.
+run-stores: install
+	$(BIN)/python examples/stores_demo.py
 
 protos: install
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/datastream.proto

@@ -159,3 +159,46 @@ def test_createtoken__grant__token_works_for_its_prefix_only(embedded):
     assert token.startswith("ds_")
     assert set(readable.data) == {"max_connections"}
     assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_stores_demo__git_and_bucket_mounted__served_beside_the_settings(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    env["DATASTREAM_VAR_DIR"] = str(tmp_path)
+    http, grpc_port, s3 = free_port(), free_port(), free_port()
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "examples/stores_demo.py",
+            "--http",
+            f"127.0.0.1:{http}",
+            "--grpc",
+            f"127.0.0.1:{grpc_port}",
+            "--s3-port",
+            str(s3),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{http}/healthz", demo, timeout=60)
+        keys = ["repo/service/limits.json", "repo/feature_flags.yaml", "bucket/banner.txt", "max_connections"]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                data = http_json(f"http://127.0.0.1:{http}/api/v1/sync?keys={','.join(keys)}")["data"]
+                break
+            except OSError:  # the stores' first listing may still be running (503)
+                assert time.monotonic() < deadline, "stores never served"
+                time.sleep(0.3)
+    finally:
+        os.killpg(demo.pid, signal.SIGTERM)
+        demo.wait(timeout=30)
+
+    assert data["repo/service/limits.json"]["value"] == {"max_connections": 100, "timeout_ms": 2500}
+    assert data["repo/feature_flags.yaml"]["value"] == {"new_checkout": True, "beta_users": ["alice", "bob"]}
+    assert data["bucket/banner.txt"]["value"] == "All systems normal"
+    assert data["max_connections"]["value"] == 10
