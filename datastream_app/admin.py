@@ -57,7 +57,19 @@ class _RequestAware:
         return preview(value_type, raw)
 
 
-class SettingChangeInline(_RequestAware, HistoryInlineBase):
+class _ChangeValues(_RequestAware):
+    """The ``old`` and ``new`` columns of history rows, secret values masked."""
+
+    @admin.display(description="old value")
+    def old(self, obj: SettingChange) -> str:
+        return self._masked(obj.secret, obj.value_type, obj.old_value)
+
+    @admin.display(description="new value")
+    def new(self, obj: SettingChange) -> str:
+        return self._masked(obj.secret, obj.value_type, obj.new_value)
+
+
+class SettingChangeInline(_ChangeValues, HistoryInlineBase):
     """The key's recent changes, newest first, read-only."""
 
     model = SettingChange
@@ -73,14 +85,6 @@ class SettingChangeInline(_RequestAware, HistoryInlineBase):
     def get_queryset(self, request: HttpRequest) -> QuerySet[SettingChange]:
         self._request = request
         return super().get_queryset(request)
-
-    @admin.display(description="old value")
-    def old(self, obj: SettingChange) -> str:
-        return self._masked(obj.secret, obj.value_type, obj.old_value)
-
-    @admin.display(description="new value")
-    def new(self, obj: SettingChange) -> str:
-        return self._masked(obj.secret, obj.value_type, obj.new_value)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -108,6 +112,8 @@ class SettingAdmin(_RequestAware, SettingAdminBase):
             self.has_change_permission(request, obj) and (not obj.secret or may_see_secrets(request))
         )
         fields = ["key", "value_type", "value" if editable else "current_value", "json_schema", "description", "secret"]
+        if obj is not None and obj.value_type != codec.ValueType.JSON:
+            fields.remove("json_schema")  # only json values have a schema
         return fields + (["revision", "updated_at", "history_link"] if obj is not None else [])
 
     def get_form(self, request: HttpRequest, obj: Setting | None = None, change: bool = False, **kwargs: Any) -> Any:
@@ -156,7 +162,7 @@ class SettingAdmin(_RequestAware, SettingAdminBase):
 
 
 @admin.register(SettingChange)
-class SettingChangeAdmin(_RequestAware, SettingChangeAdminBase):
+class SettingChangeAdmin(_ChangeValues, SettingChangeAdminBase):
     """Who changed what, when, and through which interface (users and tokens alike)."""
 
     list_display = ["revision", "key", "action", "old", "new", "actor", "interface", "store", "changed_at"]
@@ -167,14 +173,6 @@ class SettingChangeAdmin(_RequestAware, SettingChangeAdminBase):
     def get_queryset(self, request: HttpRequest) -> QuerySet[SettingChange]:
         self._request = request
         return super().get_queryset(request)
-
-    @admin.display(description="old value")
-    def old(self, obj: SettingChange) -> str:
-        return self._masked(obj.secret, obj.value_type, obj.old_value)
-
-    @admin.display(description="new value")
-    def new(self, obj: SettingChange) -> str:
-        return self._masked(obj.secret, obj.value_type, obj.new_value)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

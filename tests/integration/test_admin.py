@@ -229,7 +229,6 @@ def test_change_form__key_and_type__read_only_once_created(admin_client, demo):
         ("limits", {"value": "[" * 100_000}, "json nests deeper than 64 levels"),
         ("limits", {"value": '{"a": "x"}', "json_schema": '{"properties": {"a": {"type": "integer"}}}'}, "at a"),
         ("limits", {"json_schema": '{"type": "nonsense"}'}, "invalid JSON Schema"),
-        ("max_connections", {"json_schema": '{"type": "object"}'}, "applies to json settings only"),
         ("blob", {"value": "not base64!"}, "not valid base64"),
     ],
 )
@@ -445,6 +444,10 @@ def test_add_form__json_with_schema__value_checked_against_it(admin_client, demo
         ({"key": "new.int", "value_type": "int", "value": "one"}, "Enter a whole number."),
         ({"key": "new.bool", "value_type": "bool", "value": "no"}, "Enter true or false."),
         ({"key": "new.x", "value_type": "decimal", "value": "1"}, "Select a valid choice."),
+        (
+            {"key": "new.int2", "value_type": "int", "value": "1", "json_schema": '{"type": "object"}'},
+            "applies to json settings only",
+        ),
     ],
 )
 def test_add_form__invalid_input__form_error_and_nothing_created(admin_client, demo, data, error):
@@ -540,3 +543,14 @@ async def test_change_form__valid_edit__reaches_a_live_grpc_subscriber(client, s
     assert update.data["max_connections"].value == b"77"
     stored = await Setting.objects.aget(key="max_connections")
     assert update.data["max_connections"].revision == stored.revision > first.data["max_connections"].revision
+
+
+def test_change_form__non_json_setting__no_schema_field_and_a_posted_schema_ignored(admin_client, demo):
+    page = admin_client.get(f"/admin/datastream_app/setting/{demo['max_connections'].pk}/change/").content.decode()
+
+    response = post_change(admin_client, demo["max_connections"], value="11", json_schema='{"type": "object"}')
+
+    assert 'name="json_schema"' not in page
+    assert response.status_code == 302
+    setting = Setting.objects.get(key="max_connections")
+    assert (bytes(setting.value), setting.json_schema) == (b"11", None)
