@@ -9,12 +9,10 @@ import grpc
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer
-from django.test import override_settings
 
 from datastream_app.models import Setting
-from datastream_app.rpc.server import GrpcService
 from protos import datastream_pb2, datastream_pb2_grpc
-from tests.conftest import request, wait_for
+from tests.conftest import request, serving, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,12 +39,6 @@ class DroppingLayer(InMemoryChannelLayer):
         return None
 
 
-async def start_service() -> GrpcService:
-    service = GrpcService("127.0.0.1:0")
-    await service.start()
-    return service
-
-
 async def follow(stub, key: str, until: bytes, seen: list[tuple[int, bytes]], timeout: float = 30.0) -> None:
     """Subscribe to ``key`` and record (revision, value) until ``until`` arrives."""
     call = stub.Subscribe(request(key))
@@ -65,27 +57,23 @@ async def follow(stub, key: str, until: bytes, seen: list[tuple[int, bytes]], ti
 
 
 async def test_subscribe__subscribers_join_during_pushes__every_one_ends_on_the_last_value(demo):
-    with override_settings(DATASTREAM=NO_RESYNC):
-        service = await start_service()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as chan:
-                stub = datastream_pb2_grpc.DataServiceStub(chan)
-                total = 150
-                last = str(total).encode()
+    async with serving(DATASTREAM=NO_RESYNC) as (service, stub):
+        total = 150
+        last = str(total).encode()
 
-                async def push_all() -> None:
-                    for i in range(1, total + 1):
-                        await stub.PushUpdate(datastream_pb2.Data(key="max_connections", value=str(i).encode()))
+        async def push_all() -> None:
+            for i in range(1, total + 1):
+                await stub.PushUpdate(datastream_pb2.Data(key="max_connections", value=str(i).encode()))
 
-                async def late_subscriber(seen: list[tuple[int, bytes]]) -> None:
-                    # Join at a random point of the push loop, so some land on the seam.
-                    await asyncio.sleep(random.uniform(0, 0.6))
-                    await follow(stub, "max_connections", last, seen)
+        async def late_subscriber(seen: list[tuple[int, bytes]]) -> None:
+            # Join at a random point of the push loop, so some land on the seam.
+            await asyncio.sleep(random.uniform(0, 0.6))
+            await follow(stub, "max_connections", last, seen)
 
-                views: list[list[tuple[int, bytes]]] = [[] for _ in range(30)]
-                await asyncio.gather(push_all(), *(late_subscriber(seen) for seen in views))
-        finally:
-            await service.stop(grace=1.0)
+        # Below every pushed value, so values must only ever grow.
+        await stub.PushUpdate(datastream_pb2.Data(key="max_connections", value=b"0"))
+        views: list[list[tuple[int, bytes]]] = [[] for _ in range(30)]
+        await asyncio.gather(push_all(), *(late_subscriber(seen) for seen in views))
 
     for seen in views:
         assert seen[-1][1] == last
@@ -98,35 +86,29 @@ async def test_subscribe__subscribers_join_during_pushes__every_one_ends_on_the_
 
 
 async def test_subscribe__stalled_subscriber__bounded_pending_and_latest_value_at_the_end(demo):
-    with override_settings(DATASTREAM=NO_RESYNC):
-        service = await start_service()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as chan:
-                stub = datastream_pb2_grpc.DataServiceStub(chan)
-                stalled = stub.Subscribe(request("blob"))
-                await stalled.read()
-                await wait_for(lambda: "blob" in service.hub._by_key)
-                (sub,) = service.hub._by_key["blob"]
-                pushes = 60
-                big = 512 * 1024
-                most_pending = 0
-                for i in range(pushes):
-                    # Distinct 512 KiB values: far more than the HTTP/2 windows
-                    # hold, so the server's writes to this stream block.
-                    value = bytes([i % 256]) * big
-                    await stub.PushUpdate(datastream_pb2.Data(key="blob", value=value))
-                    most_pending = max(most_pending, len(sub.pending))
-                # The stalled stream now reads everything that is left.
-                received = []
-                async with asyncio.timeout(30):
-                    while True:
-                        message = await stalled.read()
-                        received.append(message.data["blob"].value)
-                        if message.data["blob"].value == bytes([(pushes - 1) % 256]) * big:
-                            break
-                stalled.cancel()
-        finally:
-            await service.stop(grace=1.0)
+    async with serving(DATASTREAM=NO_RESYNC) as (service, stub):
+        stalled = stub.Subscribe(request("blob"))
+        await stalled.read()
+        await wait_for(lambda: "blob" in service.hub._by_key)
+        (sub,) = service.hub._by_key["blob"]
+        pushes = 60
+        big = 512 * 1024
+        most_pending = 0
+        for i in range(pushes):
+            # Distinct 512 KiB values: far more than the HTTP/2 windows
+            # hold, so the server's writes to this stream block.
+            value = bytes([i % 256]) * big
+            await stub.PushUpdate(datastream_pb2.Data(key="blob", value=value))
+            most_pending = max(most_pending, len(sub.pending))
+        # The stalled stream now reads everything that is left.
+        received = []
+        async with asyncio.timeout(30):
+            while True:
+                message = await stalled.read()
+                received.append(message.data["blob"].value)
+                if message.data["blob"].value == bytes([(pushes - 1) % 256]) * big:
+                    break
+        stalled.cancel()
 
     assert most_pending <= 1
     assert len(received) < pushes
@@ -134,61 +116,51 @@ async def test_subscribe__stalled_subscriber__bounded_pending_and_latest_value_a
 
 
 async def test_subscribe__slow_subscriber__does_not_hold_up_a_fast_one(demo):
-    with override_settings(DATASTREAM=NO_RESYNC):
-        service = await start_service()
-        try:
-            async with (
-                grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as slow_chan,
-                grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as fast_chan,
-            ):
-                slow = datastream_pb2_grpc.DataServiceStub(slow_chan).Subscribe(request("blob"))
-                await slow.read()
-                fast_stub = datastream_pb2_grpc.DataServiceStub(fast_chan)
-                fast = fast_stub.Subscribe(request("blob"))
-                await fast.read()
-                for i in range(40):
-                    await fast_stub.PushUpdate(datastream_pb2.Data(key="blob", value=bytes([i]) * (512 * 1024)))
-                    message = await asyncio.wait_for(fast.read(), 10)
-                    # The fast subscriber gets each change while the slow one never reads.
-                    assert message.data["blob"].value[:1] == bytes([i])
-                slow.cancel()
-                fast.cancel()
-        finally:
-            await service.stop(grace=1.0)
+    async with (
+        serving(DATASTREAM=NO_RESYNC) as (service, fast_stub),
+        # A connection of its own: the slow subscriber's full windows must not be the fast one's.
+        grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as slow_chan,
+    ):
+        slow = datastream_pb2_grpc.DataServiceStub(slow_chan).Subscribe(request("blob"))
+        await slow.read()
+        fast = fast_stub.Subscribe(request("blob"))
+        await fast.read()
+        for i in range(40):
+            await fast_stub.PushUpdate(datastream_pb2.Data(key="blob", value=bytes([i]) * (512 * 1024)))
+            message = await asyncio.wait_for(fast.read(), 10)
+            # The fast subscriber gets each change while the slow one never reads.
+            assert message.data["blob"].value[:1] == bytes([i])
+        slow.cancel()
+        fast.cancel()
 
 
 async def test_hub__lossy_layer_under_concurrent_saves__subscribers_converge_on_the_store(demo):
     layers = {"default": {"BACKEND": "tests.integration.test_streaming.LossyLayer"}}
-    with override_settings(CHANNEL_LAYERS=layers, DATASTREAM={"RESYNC_INTERVAL": 0.2, "GAP_GRACE": 0.05}):
-        service = await start_service()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as chan:
-                stub = datastream_pb2_grpc.DataServiceStub(chan)
-                keys = ["max_connections", "rate_limit", "ratio"]
-                call = stub.Subscribe(request(*keys))
-                view = {k: v.value for k, v in (await call.read()).data.items()}
+    repair = {"RESYNC_INTERVAL": 0.2, "GAP_GRACE": 0.05}
+    async with serving(CHANNEL_LAYERS=layers, DATASTREAM=repair) as (service, stub):
+        keys = ["max_connections", "rate_limit", "ratio"]
+        call = stub.Subscribe(request(*keys))
+        view = {k: v.value for k, v in (await call.read()).data.items()}
 
-                def burst() -> None:
-                    import concurrent.futures
+        def burst() -> None:
+            import concurrent.futures
 
-                    def save(i: int) -> None:
-                        setting = Setting.objects.get(key=keys[i % 3])
-                        setting.value = str(i).encode() if keys[i % 3] != "ratio" else f"{i}.5".encode()
-                        setting.save()
+            def save(i: int) -> None:
+                setting = Setting.objects.get(key=keys[i % 3])
+                setting.value = str(i).encode() if keys[i % 3] != "ratio" else f"{i}.5".encode()
+                setting.save()
 
-                    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-                        list(pool.map(save, range(90)))
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                list(pool.map(save, range(90)))
 
-                await sync_to_async(burst, thread_sensitive=False)()
-                store = {s.key: bytes(s.value) async for s in Setting.objects.filter(key__in=keys)}
+        await sync_to_async(burst, thread_sensitive=False)()
+        store = {s.key: bytes(s.value) async for s in Setting.objects.filter(key__in=keys)}
 
-                async with asyncio.timeout(15):
-                    while view != store:
-                        message = await call.read()
-                        view.update({k: v.value for k, v in message.data.items()})
-                call.cancel()
-        finally:
-            await service.stop(grace=1.0)
+        async with asyncio.timeout(15):
+            while view != store:
+                message = await call.read()
+                view.update({k: v.value for k, v in message.data.items()})
+        call.cancel()
 
     assert view == store
     # The layer really dropped messages, and the hub repaired the gaps.
@@ -198,18 +170,12 @@ async def test_hub__lossy_layer_under_concurrent_saves__subscribers_converge_on_
 
 async def test_hub__layer_drops_everything__subscriber_still_converges_from_the_database(demo):
     layers = {"default": {"BACKEND": "tests.integration.test_streaming.DroppingLayer"}}
-    with override_settings(CHANNEL_LAYERS=layers, DATASTREAM={"RESYNC_INTERVAL": 0.1}):
-        service = await start_service()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as chan:
-                stub = datastream_pb2_grpc.DataServiceStub(chan)
-                call = stub.Subscribe(request("max_connections"))
-                await call.read()
-                await stub.PushUpdate(datastream_pb2.Data(key="max_connections", value=b"77"))
-                message = await asyncio.wait_for(call.read(), 10)
-                call.cancel()
-        finally:
-            await service.stop(grace=1.0)
+    async with serving(CHANNEL_LAYERS=layers, DATASTREAM={"RESYNC_INTERVAL": 0.1}) as (service, stub):
+        call = stub.Subscribe(request("max_connections"))
+        await call.read()
+        await stub.PushUpdate(datastream_pb2.Data(key="max_connections", value=b"77"))
+        message = await asyncio.wait_for(call.read(), 10)
+        call.cancel()
 
     assert message.data["max_connections"].value == b"77"
     assert service.hub.stats["received"] == 0
