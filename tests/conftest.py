@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -85,16 +86,35 @@ def _close_thread_connections() -> None:
     connections.close_all()
 
 
+@contextlib.asynccontextmanager
+async def _running(**overrides: Any) -> AsyncIterator[GrpcService]:
+    """A started GrpcService on a free loopback port under ``overrides`` of the settings, stopped afterwards."""
+    with override_settings(**overrides) if overrides else contextlib.nullcontext():
+        service = GrpcService("127.0.0.1:0")
+        await service.start()
+        try:
+            yield service
+        finally:
+            await service.stop(grace=1.0)
+            await sync_to_async(_close_thread_connections, thread_sensitive=False)()
+
+
+@contextlib.asynccontextmanager
+async def serving(**overrides: Any) -> AsyncIterator[tuple[GrpcService, datastream_pb2_grpc.DataServiceStub]]:
+    """A real gRPC server and a stub on a channel to it, with ``overrides`` of the settings (``override_settings``).
+
+    The settings stay overridden until the server has stopped, so the test body
+    sees what the server was started with.
+    """
+    async with _running(**overrides) as service, grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as chan:
+        yield service, datastream_pb2_grpc.DataServiceStub(chan)
+
+
 @pytest.fixture
 async def grpc_service(demo: dict[str, Setting]) -> AsyncIterator[GrpcService]:
     """A real gRPC server with its hub, on a free loopback port, stopped afterwards."""
-    service = GrpcService("127.0.0.1:0")
-    await service.start()
-    try:
+    async with _running() as service:
         yield service
-    finally:
-        await service.stop(grace=1.0)
-        await sync_to_async(_close_thread_connections, thread_sensitive=False)()
 
 
 @pytest.fixture

@@ -16,9 +16,8 @@ from rest_framework.test import APIClient
 
 from datastream_app.access import Grant, issue_token
 from datastream_app.models import ApiToken, Setting, SettingChange
-from datastream_app.rpc.server import GrpcService
 from protos import datastream_pb2, datastream_pb2_grpc
-from tests.conftest import request
+from tests.conftest import request, serving
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,22 +39,11 @@ def auth(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
 
-async def serve(settings_override: dict) -> GrpcService:
-    with override_settings(DATASTREAM=settings_override):
-        service = GrpcService("127.0.0.1:0")
-        await service.start()
-    return service
-
-
 @pytest.fixture
 async def locked(scoped):
     """A server with anonymous access off, and a stub to it."""
-    with override_settings(DATASTREAM=NO_ANONYMOUS):
-        service = GrpcService("127.0.0.1:0")
-        await service.start()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as chan:
-            yield service, datastream_pb2_grpc.DataServiceStub(chan), scoped
-        await service.stop(grace=1.0)
+    async with serving(DATASTREAM=NO_ANONYMOUS) as (service, stub):
+        yield service, stub, scoped
 
 
 async def test_grpc__no_token_with_anonymous_off__unauthenticated(locked):
@@ -190,26 +178,19 @@ async def test_grpc__expired_token__unauthenticated(locked):
 
 
 async def test_grpc__streams_over_the_token_limit__resource_exhausted_naming_it(scoped):
-    with override_settings(DATASTREAM={**NO_ANONYMOUS, "MAX_STREAMS_PER_TOKEN": 2}):
-        service = GrpcService("127.0.0.1:0")
-        await service.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as chan:
-                stub = datastream_pb2_grpc.DataServiceStub(chan)
-                open_calls = [stub.Subscribe(request("app/limit"), metadata=auth(scoped["reader"])) for _ in range(2)]
-                for call in open_calls:
-                    await asyncio.wait_for(call.read(), 10)
-                third = stub.Subscribe(request("app/limit"), metadata=auth(scoped["reader"]))
-                with pytest.raises(grpc.aio.AioRpcError) as error:
-                    await asyncio.wait_for(third.read(), 10)
-                open_calls[0].cancel()
-                await asyncio.sleep(0.2)
-                fourth = stub.Subscribe(request("app/limit"), metadata=auth(scoped["reader"]))
-                after_one_closed = await asyncio.wait_for(fourth.read(), 10)
-                for call in (*open_calls, fourth):
-                    call.cancel()
-        finally:
-            await service.stop(grace=1.0)
+    async with serving(DATASTREAM={**NO_ANONYMOUS, "MAX_STREAMS_PER_TOKEN": 2}) as (_, stub):
+        open_calls = [stub.Subscribe(request("app/limit"), metadata=auth(scoped["reader"])) for _ in range(2)]
+        for call in open_calls:
+            await asyncio.wait_for(call.read(), 10)
+        third = stub.Subscribe(request("app/limit"), metadata=auth(scoped["reader"]))
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await asyncio.wait_for(third.read(), 10)
+        open_calls[0].cancel()
+        await asyncio.sleep(0.2)
+        fourth = stub.Subscribe(request("app/limit"), metadata=auth(scoped["reader"]))
+        after_one_closed = await asyncio.wait_for(fourth.read(), 10)
+        for call in (*open_calls, fourth):
+            call.cancel()
 
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "2 concurrent streams per token" in error.value.details()
@@ -217,24 +198,17 @@ async def test_grpc__streams_over_the_token_limit__resource_exhausted_naming_it(
 
 
 async def test_grpc__pushes_over_the_rate__resource_exhausted_naming_it(scoped):
-    with override_settings(DATASTREAM={**NO_ANONYMOUS, "PUSH_RATE_PER_TOKEN": 2}):
-        service = GrpcService("127.0.0.1:0")
-        await service.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as chan:
-                stub = datastream_pb2_grpc.DataServiceStub(chan)
-                codes = []
-                for i in range(8):
-                    try:
-                        await stub.PushUpdate(
-                            datastream_pb2.Data(key="app/limit", value=str(i).encode()), metadata=auth(scoped["writer"])
-                        )
-                        codes.append("OK")
-                    except grpc.aio.AioRpcError as exc:
-                        codes.append(exc.code().name)
-                        details = exc.details()
-        finally:
-            await service.stop(grace=1.0)
+    async with serving(DATASTREAM={**NO_ANONYMOUS, "PUSH_RATE_PER_TOKEN": 2}) as (_, stub):
+        codes = []
+        for i in range(8):
+            try:
+                await stub.PushUpdate(
+                    datastream_pb2.Data(key="app/limit", value=str(i).encode()), metadata=auth(scoped["writer"])
+                )
+                codes.append("OK")
+            except grpc.aio.AioRpcError as exc:
+                codes.append(exc.code().name)
+                details = exc.details()
 
     assert codes[:4] == ["OK"] * 4  # the burst: twice the rate
     assert "RESOURCE_EXHAUSTED" in codes
@@ -371,18 +345,13 @@ async def _sync_over(channel: grpc.aio.Channel) -> bytes:
 async def test_tls__certificate_and_key__tls_client_works_and_plaintext_fails(demo, tmp_path):
     certs = _certificates(tmp_path)
     tls = {"CERT": str(certs["server_cert"]), "KEY": str(certs["server_key"]), "CLIENT_CA": None}
-    with override_settings(GRPC_TLS=tls):
-        service = GrpcService("127.0.0.1:0")
-        await service.start()
-    try:
+    async with serving(GRPC_TLS=tls) as (service, _):
         credentials = grpc.ssl_channel_credentials(root_certificates=certs["ca"].read_bytes())
         async with grpc.aio.secure_channel(f"127.0.0.1:{service.port}", credentials) as chan:
             value = await _sync_over(chan)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as plain:
             with pytest.raises(grpc.aio.AioRpcError) as error:
                 await _sync_over(plain)
-    finally:
-        await service.stop(grace=1.0)
 
     assert value == b"10"
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -391,10 +360,7 @@ async def test_tls__certificate_and_key__tls_client_works_and_plaintext_fails(de
 async def test_mtls__client_ca__client_certificate_required(demo, tmp_path):
     certs = _certificates(tmp_path)
     tls = {"CERT": str(certs["server_cert"]), "KEY": str(certs["server_key"]), "CLIENT_CA": str(certs["ca"])}
-    with override_settings(GRPC_TLS=tls):
-        service = GrpcService("127.0.0.1:0")
-        await service.start()
-    try:
+    async with serving(GRPC_TLS=tls) as (service, _):
         ca = certs["ca"].read_bytes()
         with_cert = grpc.ssl_channel_credentials(
             root_certificates=ca,
@@ -407,8 +373,6 @@ async def test_mtls__client_ca__client_certificate_required(demo, tmp_path):
         async with grpc.aio.secure_channel(f"127.0.0.1:{service.port}", without_cert) as chan:
             with pytest.raises(grpc.aio.AioRpcError) as error:
                 await _sync_over(chan)
-    finally:
-        await service.stop(grace=1.0)
 
     assert value == b"10"
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE

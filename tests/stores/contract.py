@@ -12,9 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 import pytest
-from django.test import override_settings
 
 from datastream_app import codec
 from datastream_app.exceptions import InvalidValue, NotFound, TypeMismatch
@@ -156,8 +154,8 @@ def test_contract_outside_write__noticed__new_value_and_revision(harness):
 async def test_contract_watch__writes_through_the_store_and_from_outside__reach_a_subscriber(harness):
     from asgiref.sync import sync_to_async
 
-    from datastream_app.rpc.server import GrpcService
-    from protos import datastream_pb2, datastream_pb2_grpc
+    from protos import datastream_pb2
+    from tests.conftest import serving
 
     key = a_key(harness)
     sample = harness.samples[key]
@@ -167,24 +165,15 @@ async def test_contract_watch__writes_through_the_store_and_from_outside__reach_
     }
     if harness.store.alias == "default":
         stores = {"default": harness.config}
-    with override_settings(DATASTREAM={"STORES": stores}):
-        service = GrpcService("127.0.0.1:0")
-        await service.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as chan:
-                stub = datastream_pb2_grpc.DataServiceStub(chan)
-                call = stub.Subscribe(datastream_pb2.DataRequest(keys=[key]))
-                first = await asyncio.wait_for(call.read(), 10)
-                await stub.PushUpdate(datastream_pb2.Data(key=key, value=sample.other))
-                through_store = await asyncio.wait_for(call.read(), 10)
-                await sync_to_async(harness.outside_write, thread_sensitive=False)(
-                    key, sample.value_type, sample.initial
-                )
-                service.watchers.wake(harness.store.alias)
-                from_outside = await asyncio.wait_for(call.read(), 10)
-                call.cancel()
-        finally:
-            await service.stop(grace=1.0)
+    async with serving(DATASTREAM={"STORES": stores}) as (service, stub):
+        call = stub.Subscribe(datastream_pb2.DataRequest(keys=[key]))
+        first = await asyncio.wait_for(call.read(), 10)
+        await stub.PushUpdate(datastream_pb2.Data(key=key, value=sample.other))
+        through_store = await asyncio.wait_for(call.read(), 10)
+        await sync_to_async(harness.outside_write, thread_sensitive=False)(key, sample.value_type, sample.initial)
+        service.watchers.wake(harness.store.alias)
+        from_outside = await asyncio.wait_for(call.read(), 10)
+        call.cancel()
 
     assert first.data[key].value == sample.initial
     assert through_store.data[key].value == sample.other

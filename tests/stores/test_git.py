@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command
@@ -30,6 +29,7 @@ from datastream_app.audit import Interface, acting
 from datastream_app.exceptions import Aborted, InvalidArgument, InvalidValue, PermissionDenied, Unavailable
 from datastream_app.models import MirroredEntry, Setting, SettingChange
 from datastream_app.stores.git import GitStore
+from tests.conftest import serving
 from tests.stores.contract import *  # noqa: F403 - the contract's tests run here
 from tests.stores.contract import Harness, Sample, wire
 
@@ -576,29 +576,21 @@ def test_webhook__get__405(webhook_stores):
 
 
 async def test_webhook__pushed_change__reaches_a_subscriber_before_the_next_poll(repos):
-    from datastream_app.rpc.server import GrpcService
-    from protos import datastream_pb2, datastream_pb2_grpc
+    from protos import datastream_pb2
 
     # A poll interval far above the time allowed below: only the webhook can explain the change.
     stores = {"default": MODEL_STORE, "repo": repos.config(webhook_secret=SECRET, poll_interval=4.0)}
     # Cloned and read once before the service starts, so subscribing does not race the first clone.
     await sync_to_async(GitStore(alias="repo", prefix=PREFIX, **repos.options()).refresh, thread_sensitive=False)()
-    with override_settings(DATASTREAM={"STORES": stores}):
-        service = GrpcService("127.0.0.1:0")
-        await service.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as chan:
-                stub = datastream_pb2_grpc.DataServiceStub(chan)
-                call = stub.Subscribe(datastream_pb2.DataRequest(keys=["repo/motd.txt"]))
-                first = await asyncio.wait_for(call.read(), 10)
-                await sync_to_async(repos.other.change, thread_sensitive=False)({"motd.txt": b"hooked"})
-                started = time.monotonic()
-                response = await sync_to_async(webhook, thread_sensitive=False)("repo", f"Bearer {SECRET}")
-                update = await asyncio.wait_for(call.read(), 10)
-                elapsed = time.monotonic() - started
-                call.cancel()
-        finally:
-            await service.stop(grace=1.0)
+    async with serving(DATASTREAM={"STORES": stores}) as (_, stub):
+        call = stub.Subscribe(datastream_pb2.DataRequest(keys=["repo/motd.txt"]))
+        first = await asyncio.wait_for(call.read(), 10)
+        await sync_to_async(repos.other.change, thread_sensitive=False)({"motd.txt": b"hooked"})
+        started = time.monotonic()
+        response = await sync_to_async(webhook, thread_sensitive=False)("repo", f"Bearer {SECRET}")
+        update = await asyncio.wait_for(call.read(), 10)
+        elapsed = time.monotonic() - started
+        call.cancel()
 
     assert first.data["repo/motd.txt"].value == b"hello"
     assert response.status_code == 202

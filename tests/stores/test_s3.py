@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import grpc
 import pytest
 from asgiref.sync import sync_to_async
 from botocore.exceptions import ClientError
@@ -25,6 +24,7 @@ from datastream_app.exceptions import Aborted, Unavailable
 from datastream_app.models import MirroredEntry, Setting, SettingChange, StoreStatus
 from datastream_app.stores import get_stores
 from datastream_app.stores.s3 import VALUE_TYPE_METADATA, S3Store, infer_value_type
+from tests.conftest import serving
 from tests.s3server import S3Server
 from tests.stores.contract import *  # noqa: F403 - the contract's tests run here
 from tests.stores.contract import Harness, Sample, wire
@@ -424,8 +424,7 @@ def test_s3_refresh__server_never_answers__unavailable_within_the_timeouts():
 
 
 async def test_s3_watch__server_restarted_with_new_content__subscriber_gets_the_changes(own_server):
-    from datastream_app.rpc.server import GrpcService
-    from protos import datastream_pb2, datastream_pb2_grpc
+    from protos import datastream_pb2
 
     bucket = new_bucket()
     await sync_to_async(seed, thread_sensitive=False)(own_server, bucket)
@@ -442,35 +441,28 @@ async def test_s3_watch__server_restarted_with_new_content__subscriber_gets_the_
             assert time.monotonic() < deadline, "condition not met in time"
             await asyncio.sleep(0.05)
 
-    with override_settings(DATASTREAM={"STORES": stores}):
-        service = GrpcService("127.0.0.1:0")
-        await service.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as chan:
-                stub = datastream_pb2_grpc.DataServiceStub(chan)
-                await until(lambda: MirroredEntry.objects.filter(key=key).aexists())
-                call = stub.Subscribe(datastream_pb2.DataRequest(keys=[key]))
-                first = await asyncio.wait_for(call.read(), 10)
+    async with serving(DATASTREAM={"STORES": stores}) as (service, stub):
+        await until(lambda: MirroredEntry.objects.filter(key=key).aexists())
+        call = stub.Subscribe(datastream_pb2.DataRequest(keys=[key]))
+        first = await asyncio.wait_for(call.read(), 10)
 
-                await asyncio.to_thread(own_server.stop)
-                service.watchers.wake(ALIAS)
+        await asyncio.to_thread(own_server.stop)
+        service.watchers.wake(ALIAS)
 
-                async def down() -> bool:
-                    return await status_ok() is False
+        async def down() -> bool:
+            return await status_ok() is False
 
-                await until(down)
-                with pytest.raises(Unavailable, match="bucket"):
-                    await sync_to_async(services.get_entries, thread_sensitive=False)(keys=[key])
+        await until(down)
+        with pytest.raises(Unavailable, match="bucket"):
+            await sync_to_async(services.get_entries, thread_sensitive=False)(keys=[key])
 
-                await asyncio.to_thread(own_server.start)
-                client = own_server.client()
-                await asyncio.to_thread(client.create_bucket, Bucket=bucket)
-                await asyncio.to_thread(put, client, bucket, "motd.txt", "string", b"while away")
-                service.watchers.wake(ALIAS)
-                after = await asyncio.wait_for(call.read(), 10)
-                call.cancel()
-        finally:
-            await service.stop(grace=1.0)
+        await asyncio.to_thread(own_server.start)
+        client = own_server.client()
+        await asyncio.to_thread(client.create_bucket, Bucket=bucket)
+        await asyncio.to_thread(put, client, bucket, "motd.txt", "string", b"while away")
+        service.watchers.wake(ALIAS)
+        after = await asyncio.wait_for(call.read(), 10)
+        call.cancel()
 
     assert first.data[key].value == b"hello"
     assert after.data[key].value == b"while away"

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import psycopg
 import pytest
 from asgiref.sync import sync_to_async
@@ -32,6 +31,7 @@ from datastream_app.exceptions import Aborted, InvalidValue, Unavailable
 from datastream_app.models import MirroredEntry, Setting, SettingChange, StoreStatus
 from datastream_app.stores import get_stores
 from datastream_app.stores.sql import TRIGGER_NAME, SQLStore
+from tests.conftest import serving as serving_grpc
 from tests.servers import BinaryNotFound, PostgresServer, free_port, skip_unless_installed
 from tests.stores.contract import *  # noqa: F403 - the contract's tests run here
 from tests.stores.contract import Harness, Sample, wire
@@ -291,8 +291,7 @@ def checked_at() -> Any:
 
 
 async def test_sql_watch__another_program_writes__subscriber_gets_it_well_before_the_poll(db, harness):
-    from datastream_app.rpc.server import GrpcService
-    from protos import datastream_pb2, datastream_pb2_grpc
+    from protos import datastream_pb2
 
     key = "sql/motd"
     # A 30 s poll: delivery within seconds can only come from NOTIFY / data_version.
@@ -300,21 +299,16 @@ async def test_sql_watch__another_program_writes__subscriber_gets_it_well_before
         if db.engine == "postgres":
             await sync_to_async(call_command, thread_sensitive=False)("installsqltrigger", ALIAS, stdout=io.StringIO())
         before = await sync_to_async(checked_at)()
-        service = GrpcService("127.0.0.1:0")
-        await service.start()
-        try:
+        async with serving_grpc() as (_, stub):
             # The watcher's first listing; after it, the next poll is 30 s away.
             await eventually(lambda: sync_to_async(lambda: checked_at() != before)())
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as chan:
-                call = datastream_pb2_grpc.DataServiceStub(chan).Subscribe(datastream_pb2.DataRequest(keys=[key]))
-                first = await asyncio.wait_for(call.read(), 10)
-                started = time.monotonic()
-                await sync_to_async(db.upsert, thread_sensitive=False)("motd", "string", b"from another program")
-                update = await asyncio.wait_for(call.read(), 10)
-                elapsed = time.monotonic() - started
-                call.cancel()
-        finally:
-            await service.stop(grace=1.0)
+            call = stub.Subscribe(datastream_pb2.DataRequest(keys=[key]))
+            first = await asyncio.wait_for(call.read(), 10)
+            started = time.monotonic()
+            await sync_to_async(db.upsert, thread_sensitive=False)("motd", "string", b"from another program")
+            update = await asyncio.wait_for(call.read(), 10)
+            elapsed = time.monotonic() - started
+            call.cancel()
 
     assert first.data[key].value == b"hello"
     assert update.data[key].value == b"from another program"
