@@ -90,7 +90,7 @@ def _die_with_parent(command: list[str], sig: signal.Signals) -> list[str]:
 
 
 class _Server:
-    """Start/stop/restart plumbing shared by both servers."""
+    """Start/stop/restart plumbing shared by the test servers (these two and tests/s3server.py's)."""
 
     name = "server"
     stop_signal = signal.SIGTERM
