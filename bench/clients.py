@@ -168,6 +168,37 @@ class HttpClient:
             self._reader = None
 
 
+class RestPush:
+    """datastream's REST push (``POST /api/v1/push``, as the web process serves it) on one kept-alive connection."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.http = HttpClient(host, port)
+
+    async def push(self, key: str, value: int) -> None:
+        """Set ``key`` to the int ``value``; raise unless it answered 200."""
+        body = json.dumps({"key": key, "value": value}).encode()
+        try:
+            status, answer = await self.http.request("POST", "/api/v1/push", body)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            # The server closes idle keep-alive connections (uvicorn after 5 s); a push is a plain set, so
+            # sending it again on a new connection is safe.
+            await self.http.close()
+            status, answer = await self.http.request("POST", "/api/v1/push", body)
+        if status != 200:
+            raise RuntimeError(f"REST push answered {status}: {answer[:200]!r}")
+
+    async def sync(self, keys: list[str]) -> int:
+        """Read ``keys`` with one REST sync."""
+        status, answer = await self.http.request("GET", "/api/v1/sync?keys=" + ",".join(keys))
+        if status != 200:
+            raise RuntimeError(f"REST sync answered {status}: {answer[:200]!r}")
+        return len(json.loads(answer)["data"])
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self.http.close()
+
+
 class RestSync:
     """One system's REST read of several keys: datastream's /api/v1/sync, etcd's JSON gateway."""
 

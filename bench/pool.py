@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -13,22 +14,25 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.procs import child_setup
+from bench.procs import child_setup, pinned_child_setup
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 class WorkerProcess:
-    """One ``python -m bench.worker`` child (it inherits the harness's client-core pinning)."""
+    """One ``python -m bench.worker`` child, on ``core`` or else on the harness's (client) core."""
 
-    def __init__(self, index: int, logs: Path) -> None:
+    def __init__(self, index: int, logs: Path, core: int | None = None, name: str = "worker") -> None:
         self.index = index
         self.logs = logs
+        self.core = core
+        self.name = f"{name}-{index}"
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         """Spawn the worker in its own process group."""
-        with open(self.logs / f"worker-{self.index}.log", "ab") as log:
+        setup = child_setup if self.core is None else functools.partial(pinned_child_setup, self.core)
+        with open(self.logs / f"{self.name}.log", "ab") as log:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -39,7 +43,7 @@ class WorkerProcess:
                 stderr=log,
                 limit=1 << 28,
                 start_new_session=True,
-                preexec_fn=child_setup,
+                preexec_fn=setup,
             )
 
     async def call(self, command: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -49,10 +53,10 @@ class WorkerProcess:
         await self.process.stdin.drain()
         line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
         if not line:
-            raise RuntimeError(f"worker {self.index} exited; see {self.logs / f'worker-{self.index}.log'}")
+            raise RuntimeError(f"{self.name} exited; see {self.logs / f'{self.name}.log'}")
         answer: dict[str, Any] = json.loads(line)
         if "error" in answer:
-            raise RuntimeError(f"worker {self.index}: {answer['error']}")
+            raise RuntimeError(f"{self.name}: {answer['error']}")
         return answer
 
     async def stop(self) -> None:
@@ -85,27 +89,49 @@ def merge_errors(answers: list[dict[str, Any]]) -> dict[str, int]:
 class WorkerPool:
     """Spreads subscribers over worker processes, ``per_worker`` each, and merges their answers."""
 
-    def __init__(self, logs: Path, per_worker: int) -> None:
+    # With ``cores``, worker i is pinned to ``cores[i % len(cores)]`` and every open uses a multiple of
+    # that many workers, so the subscribers are split evenly over those cores.
+    def __init__(self, logs: Path, per_worker: int, *, cores: list[int] | None = None, name: str = "worker") -> None:
         self.logs = logs
         self.per_worker = per_worker
+        self.cores = cores or []
+        self.name = name
         self.workers: list[WorkerProcess] = []
         self.active: list[WorkerProcess] = []
 
     async def ensure(self, count: int) -> None:
         """Have at least ``count`` workers running."""
         while len(self.workers) < count:
-            worker = WorkerProcess(len(self.workers), self.logs)
+            index = len(self.workers)
+            core = self.cores[index % len(self.cores)] if self.cores else None
+            worker = WorkerProcess(index, self.logs, core, self.name)
             await worker.start()
             self.workers.append(worker)
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the workers holding the current subscriptions."""
+        return [w.process.pid for w in self.active if w.process is not None]
 
     async def _all(self, command: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(w.call(command, timeout) for w in self.active)))
 
     async def open(
-        self, system: str, target: str, subs: list[list[str]], *, per_channel: int, limit: int, timeout: float
+        self,
+        system: str,
+        target: str | list[str],
+        subs: list[list[str]],
+        *,
+        per_channel: int,
+        limit: int,
+        timeout: float,
     ) -> dict[str, Any]:
-        """Open ``subs`` (one key list per subscriber) across the workers; ready times and errors."""
+        """Open ``subs`` (one key list per subscriber) across the workers (worker i on target i mod len)."""
+        targets = [target] if isinstance(target, str) else target
         count = max(1, -(-len(subs) // self.per_worker))
+        # Equal shares per core (and so per target when targets follow cores).
+        step = max(1, len(self.cores), len(targets))
+        count = -(-count // step) * step
         await self.ensure(count)
         self.active = self.workers[:count]
         share = -(-len(subs) // count)
@@ -116,7 +142,7 @@ class WorkerPool:
                     {
                         "op": "open",
                         "system": system,
-                        "target": target,
+                        "target": targets[i % len(targets)],
                         "subs": subs[i * share : (i + 1) * share],
                         "per_channel": per_channel,
                         "limit": max(1, limit // count),
@@ -156,7 +182,8 @@ class WorkerPool:
                 merged[i].extend(delays)
             for i, lost in enumerate(answer["missing"]):
                 missing[i] += lost
-        return {"lat_us": merged, "missing": missing, "errors": merge_errors(answers)}
+        received = sum(int(answer.get("received", 0)) for answer in answers)
+        return {"lat_us": merged, "missing": missing, "received": received, "errors": merge_errors(answers)}
 
     async def close(self) -> dict[str, int]:
         """Close every subscription; return the stream errors seen before closing."""

@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 SERVER_CORE = 0
@@ -29,10 +29,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The cores this process may use, read once at import: after pin_self_to_client_core() the harness's own
+# affinity is the client core alone, and asking it then would say there is nothing to pin to.
+MACHINE_CORES: frozenset[int] = frozenset(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ())
+
+
 def can_pin() -> bool:
-    """Whether there are two cores to split between server and clients."""
+    """Whether there are two cores (the server and the client core) to split between server and clients."""
     return (
-        hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2 and shutil.which("taskset") is not None
+        hasattr(os, "sched_setaffinity")
+        and {SERVER_CORE, CLIENT_CORE} <= MACHINE_CORES
+        and shutil.which("taskset") is not None
     )
 
 
@@ -44,10 +51,37 @@ def pin_self_to_client_core() -> bool:
     return True
 
 
+def all_cores() -> str:
+    """Every core this process was allowed at start, as a taskset list ("0,1")."""
+    return ",".join(str(core) for core in sorted(MACHINE_CORES)) or "0"
+
+
+@contextlib.contextmanager
+def unpinned() -> Iterator[None]:
+    """Let the calling thread (and children started meanwhile) run on every core for the block."""
+    if not hasattr(os, "sched_setaffinity") or not MACHINE_CORES:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    # Children inherit the affinity of the thread that starts them; the harness's is the client core.
+    os.sched_setaffinity(0, MACHINE_CORES)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def child_setup() -> None:
     # If the harness dies (even by SIGKILL) its servers and workers go too.
     with contextlib.suppress(AttributeError):
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def pinned_child_setup(core: int) -> None:
+    """child_setup, then pin the child to ``core`` (before it execs, so nothing runs elsewhere)."""
+    child_setup()
+    if can_pin():
+        os.sched_setaffinity(0, {core})
 
 
 def spawn(
@@ -56,9 +90,10 @@ def spawn(
     log: Path,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
-    core: int | None = None,
+    core: int | str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in its own process group, pinned to ``core`` via taskset, output to ``log``."""
+    """Start ``argv`` in its own process group, pinned to ``core`` (a taskset list) via taskset, output to ``log``."""
+    # With ``core`` None the child inherits the harness's affinity (the client core once it pinned itself).
     command = list(argv)
     if core is not None and can_pin():
         # taskset execs the command, so the pid stays the server's own.
@@ -108,28 +143,70 @@ def rss_bytes(pid: int) -> int:
 
 
 class CpuMeter:
-    """CPU seconds a process used between start() and stop(), with the wall time."""
+    """CPU seconds one or more processes used between start() and stop(), summed, with the wall time."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self._cpu0 = 0.0
+    def __init__(self, *pids: int) -> None:
+        self.pids = pids
+        self._cpu0: list[float] = []
         self._wall0 = 0.0
+        self.per_pid: list[float] = [0.0 for _ in pids]
         self.cpu = 0.0
         self.wall = 0.0
 
     def start(self) -> CpuMeter:
         """Take the starting reading."""
-        self._cpu0 = cpu_seconds(self.pid)
+        self._cpu0 = [cpu_seconds(pid) for pid in self.pids]
         self._wall0 = time.monotonic()
         return self
 
     def stop(self) -> CpuMeter:
         """Take the final reading."""
-        self.cpu = cpu_seconds(self.pid) - self._cpu0
+        self.per_pid = [cpu_seconds(pid) - before for pid, before in zip(self.pids, self._cpu0, strict=True)]
+        self.cpu = sum(self.per_pid)
         self.wall = time.monotonic() - self._wall0
         return self
 
     @property
     def utilisation(self) -> float:
-        """Share of one core the process used over the window."""
+        """Cores' worth of CPU the processes used over the window (one process: its share of a core)."""
         return self.cpu / self.wall if self.wall > 0 else 0.0
+
+    @property
+    def busiest(self) -> float:
+        """Share of one core the busiest of the processes used over the window."""
+        return max(self.per_pid, default=0.0) / self.wall if self.wall > 0 else 0.0
+
+
+def core_times() -> dict[int, tuple[int, int]]:
+    """Per core, (busy, total) ticks since boot from /proc/stat (iowait counts as idle)."""
+    times: dict[int, tuple[int, int]] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        ticks = [int(f) for f in fields[:8]]
+        idle = ticks[3] + ticks[4]
+        times[int(name[3:])] = (sum(ticks) - idle, sum(ticks))
+    return times
+
+
+class CoreMeter:
+    """How busy each core was between start() and stop(), whoever kept it busy (other users included)."""
+
+    def __init__(self) -> None:
+        self._before: dict[int, tuple[int, int]] = {}
+        self.busy: dict[int, float] = {}
+
+    def start(self) -> CoreMeter:
+        """Take the starting reading."""
+        self._before = core_times()
+        return self
+
+    def stop(self) -> CoreMeter:
+        """Take the final reading."""
+        after = core_times()
+        self.busy = {}
+        for core, (busy, total) in after.items():
+            busy0, total0 = self._before.get(core, (busy, total))
+            self.busy[core] = (busy - busy0) / (total - total0) if total > total0 else 0.0
+        return self

@@ -1,4 +1,4 @@
-"""The benchmark run: datastream against etcd, same workloads, same clients, same machine."""
+"""The benchmark run: datastream against etcd on the same machine, then production-profile scale-out."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ import random
 import re
 import signal
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench import report
-from bench.clients import RestSync
+from bench.clients import KeyValueClient, OursClient, RestSync
 from bench.common import ETCD, HOT_KEY, KEYS, OURS, percentile
 from bench.pool import WorkerPool
-from bench.procs import CLIENT_CORE, SERVER_CORE, CpuMeter, pin_self_to_client_core, rss_bytes
+from bench.procs import CLIENT_CORE, SERVER_CORE, CoreMeter, CpuMeter, pin_self_to_client_core, rss_bytes
+from bench.production import PRODUCTION, Production, missing_servers
 from bench.profile import py_spy, sampled
 from bench.systems import ROOT, Datastream, Etcd, Server
 
@@ -45,6 +46,10 @@ class Plan:
     sync_seconds: float = 2.0
     sync_concurrency: int = 8
     loaded_size: int = 1000
+    # Workload (a) on the production profile with 1 and 2 gRPC processes, fresh ones for every round.
+    production_sizes: list[int] = field(default_factory=lambda: [1000, 10000])
+    production_procs: list[int] = field(default_factory=lambda: [1, 2])
+    production_rounds: int = 2
     # Seconds this process may take; `make bench` adds its installs on top and must end within 10 minutes.
     budget: float = 530.0
     quick: bool = False
@@ -64,6 +69,8 @@ def make_plan(quick: bool) -> Plan:
             push_seconds=1.0,
             sync_seconds=0.7,
             loaded_size=100,
+            # PostgreSQL, Redis, a migration and fresh gRPC processes per round do not fit a smoke run's minute.
+            production_sizes=[],
             budget=55.0,
             quick=True,
         )
@@ -87,7 +94,9 @@ class Run:
         self.started = time.monotonic()
         self.deadline = self.started + plan.budget
         self.pool = WorkerPool(logs, plan.per_worker)
-        self.results: dict[str, Any] = {OURS: {}, ETCD: {}}
+        # Scale-out subscribers: worker i on core i % 2, so half the streams are read on each core.
+        self.spread_pool = WorkerPool(logs, plan.per_worker, cores=[SERVER_CORE, CLIENT_CORE], name="spread")
+        self.results: dict[str, Any] = {OURS: {}, ETCD: {}, PRODUCTION: {}}
         self.interrupted = False
 
     def phase(self, server: Server, n: int, name: str) -> contextlib.AbstractContextManager[None]:
@@ -95,6 +104,15 @@ class Run:
         if not self.plan.profile or server.name != OURS or server.process is None:
             return contextlib.nullcontext()
         return sampled(server.pid, self.logs / f"py-spy-N{n}-{name}")
+
+    @contextlib.contextmanager
+    def sample_all(self, pids: list[int], name: str) -> Iterator[None]:
+        """py-spy sampling of several server processes for one phase when --profile is on."""
+        with contextlib.ExitStack() as stack:
+            if self.plan.profile:
+                for index, pid in enumerate(pids):
+                    stack.enter_context(sampled(pid, self.logs / f"py-spy-{name}-grpc{index}"))
+            yield
 
     async def step(self, server: Server, n: int, what: str, coro: Awaitable[Any]) -> Any:
         """One bounded phase of a size run, sampled with py-spy when profiling."""
@@ -131,6 +149,17 @@ class Run:
 # Measurements
 
 
+class FanoutTarget(Protocol):
+    """What fanout() pushes to and meters: one server, or a topology of several processes."""
+
+    def client(self) -> KeyValueClient:
+        """A client whose push() sets a key."""
+
+    @property
+    def pids(self) -> list[int]:
+        """The processes whose CPU is the fan-out's cost."""
+
+
 def summarize_ready(answer: dict[str, Any], n: int) -> dict[str, Any]:
     """Subscribe or reconnect storm: when the median and the last subscriber were ready."""
     ready = answer["ready_ms"]
@@ -146,13 +175,21 @@ def summarize_ready(answer: dict[str, Any], n: int) -> dict[str, Any]:
 
 
 async def fanout(
-    server: Server, pool: WorkerPool, keys: list[str], interval: float, drain_timeout: float
+    server: FanoutTarget,
+    pool: WorkerPool,
+    keys: list[str],
+    interval: float,
+    drain_timeout: float,
+    also: Sequence[CpuMeter | CoreMeter] = (),
 ) -> dict[str, Any]:
     """Push a send timestamp to each of ``keys`` in turn, ``interval`` apart, and time every delivery."""
+    # ``also``: more meters, read over the same window as the server's CPU.
     client = server.client()
     try:
         await pool.reset()
-        meter = CpuMeter(server.pid).start()
+        meter = CpuMeter(*server.pids).start()
+        for extra in also:
+            extra.start()
         sent: list[tuple[str, int]] = []
         push_errors = 0
         start = time.monotonic()
@@ -169,6 +206,8 @@ async def fanout(
         expect = {key: value for key, value in sent}
         lagging = await pool.wait(expect, drain_timeout)
         meter.stop()
+        for extra in also:
+            extra.stop()
     finally:
         await client.close()
     collected = await pool.collect(sent)
@@ -199,7 +238,12 @@ async def fanout(
         "converge_ms": converge,
         "cpu_s": meter.cpu,
         "cpu_ms_per_update": meter.cpu / max(1, len(keys)) * 1000,
+        # Coalescing sends fewer values than updates x subscribers; per value sent, the cost compares fairly.
+        "received_per_update": collected["received"] / max(1, len(sent)),
+        "cpu_us_per_value": meter.cpu / collected["received"] * 1e6 if collected["received"] else None,
+        "cpu_s_per_process": meter.per_pid,
         "server_util": meter.utilisation,
+        "busiest_util": meter.busiest,
         "undelivered": undelivered,
         "lagging_at_end": lagging,
         "push_errors": push_errors,
@@ -470,8 +514,207 @@ def estimate(run: Run, n: int) -> float:
     return total
 
 
-async def run_all(run: Run) -> None:
-    """Every size for both systems, datastream then etcd per size, within the budget."""
+# Scale-out: the production profile with one and with two gRPC processes
+
+
+async def production_warm_up(prod: Production) -> None:
+    """A few REST pushes and gRPC reads on every process so lazy imports and connections are not timed."""
+    client = prod.client()
+    readers = [OursClient(target) for target in prod.grpc_targets]
+    try:
+        for i in range(10):
+            await client.push(KEYS[i], time.time_ns())
+            for reader in readers:
+                await reader.sync(KEYS[i : i + 10])
+    finally:
+        await client.close()
+        await asyncio.gather(*(reader.close() for reader in readers), return_exceptions=True)
+
+
+async def scaleout_size(run: Run, prod: Production, n: int, procs: int) -> dict[str, Any]:
+    """Workload (a) with ``n`` subscribers split evenly over ``procs`` freshly started gRPC processes."""
+    plan = run.plan
+    pool = run.spread_pool
+    out: dict[str, Any] = {"processes": procs}
+    started = time.monotonic()
+    scaling = 0.0
+    await run.bounded("gRPC start", prod.start_grpc(procs), 90)
+    run.log(f"production N={n}: {procs} gRPC process(es) serving (pids {', '.join(map(str, prod.pids))})")
+    try:
+        await run.bounded("warm-up", production_warm_up(prod), 60)
+        scaling_started = time.monotonic()
+        slug = f"production-N{n}-{procs}p"
+        with run.sample_all(prod.pids, f"{slug}-open"):
+            opened = await run.bounded(
+                "open (production)",
+                pool.open(
+                    OURS,
+                    prod.grpc_targets,
+                    [[HOT_KEY]] * n,
+                    per_channel=plan.per_channel,
+                    limit=plan.open_limit,
+                    timeout=open_timeout(n),
+                ),
+            )
+        out["open"] = summarize_ready(opened, n)
+        # Where else the time goes: the web process's pushes, the subscribers' reads, each core as a whole.
+        web, clients, cores = CpuMeter(prod.web_pid), CpuMeter(*pool.pids), CoreMeter()
+        with run.sample_all(prod.pids, f"{slug}-a"):
+            out["a"] = await run.bounded(
+                "workload (a), production",
+                fanout(
+                    prod,
+                    pool,
+                    [HOT_KEY] * plan.a_updates,
+                    plan.a_interval,
+                    drain_timeout=30,
+                    also=(web, clients, cores),
+                ),
+            )
+        updates = max(1, out["a"]["updates"])
+        out["a"]["web_cpu_ms_per_push"] = web.cpu / updates * 1000
+        out["a"]["client_cpu_ms_per_update"] = clients.cpu / updates * 1000
+        out["a"]["core_busy"] = cores.busy
+        closed = await run.bounded("close (production)", pool.close())
+        # collect() already counted the streams that had failed by then; only later failures are new.
+        out["a"]["errors"] += max(0, sum(closed.values()) - out["a"]["stream_errors"])
+        scaling = time.monotonic() - scaling_started
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(pool.close(), 30)
+        prod.stop_grpc()
+    out["elapsed_s"] = time.monotonic() - started
+    # Opening, draining, collecting and closing grow with N; the pushes' own 4 s and the starts do not.
+    out["scaling_s"] = max(0.0, scaling - plan.a_updates * plan.a_interval)
+    out["fixed_s"] = out["elapsed_s"] - out["scaling_s"]
+    a = out["a"]
+    run.log(
+        f"  {procs} process(es): open {(out['open']['all_ready_ms'] or float('nan')) / 1000:.1f}s, "
+        f"last subscriber p50 {a['last_sub_p50_ms']:.1f} ms p99 {a['last_sub_p99_ms']:.1f} ms, "
+        f"{a['cpu_ms_per_update']:.1f} ms gRPC CPU/update, errors {a['errors']}"
+    )
+    return out
+
+
+def estimate_production(run: Run, n: int) -> float:
+    """Seconds the scale-out rounds at ``n`` would take, from the largest size measured (inf: none yet)."""
+    measured = sorted(
+        (size, res)
+        for size, res in run.results[PRODUCTION].items()
+        if res and all(r.get("runs") and "scaling_s" in r["runs"][0] for r in res.values())
+    )
+    if not measured:
+        return float("inf")
+    size, configs = measured[-1]
+    runs = [one for result in configs.values() for one in result["runs"]]
+    per_run = sum(r["fixed_s"] + 2.0 * r["scaling_s"] * n / size for r in runs) / len(runs)
+    # Linear in N, doubled for what grows faster (coalescing stops, the cores saturate): at 10,000 the
+    # linear guess from 1,000 came out 20-30 % short.
+    return float(per_run * len(run.plan.production_procs) * run.plan.production_rounds)
+
+
+# Counts: summed over rounds (every error of every round shows); every other figure is averaged.
+SUMMED = {"errors", "errors_by_reason", "undelivered", "push_errors", "stream_errors", "lagging_at_end"}
+
+
+def combine(values: list[Any], summed: bool = False) -> Any:
+    """Several rounds' values of one figure merged: the mean, or the sum for counts; None if any is missing."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return sum(values) if summed else sum(values) / len(values)
+    if all(isinstance(v, dict) for v in values):
+        keys = {k: None for v in values for k in v}
+        return {k: combine([v[k] for v in values if k in v], summed or k in SUMMED) for k in keys}
+    if all(isinstance(v, list) for v in values) and len({len(v) for v in values}) == 1:
+        return [combine(list(items), summed) for items in zip(*values, strict=True)]
+    return values[0] if all(v == values[0] for v in values) else None
+
+
+def combine_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One configuration's rounds: each figure averaged (errors summed), every round kept under "runs"."""
+    merged: dict[str, Any] = combine(runs)
+    merged["runs"] = runs
+    merged["rounds"] = len(runs)
+    return merged
+
+
+def round_order(procs: list[int], rounds: int) -> list[int]:
+    """1, 2, 2, 1, ...: alternating the order cancels a steady drift in the machine's load."""
+    order: list[int] = []
+    for index in range(rounds):
+        order += procs if index % 2 == 0 else list(reversed(procs))
+    return order
+
+
+async def scaleout(run: Run, prod: Production, n: int) -> None:
+    """Every process count at ``n``, in alternating order over the rounds; a budget overrun ends the size."""
+    runs: dict[int, list[dict[str, Any]]] = {}
+    for procs in round_order(run.plan.production_procs, run.plan.production_rounds):
+        try:
+            runs.setdefault(procs, []).append(await scaleout_size(run, prod, n, procs))
+        except OutOfTime as exc:
+            note = f"production N={n}, {procs} gRPC process(es): stopped when the time budget ran out (during {exc})"
+            run.plan.notes.append(note)
+            run.log(note)
+            await run.spread_pool.stop()
+            run.spread_pool = WorkerPool(run.logs, run.plan.per_worker, cores=[SERVER_CORE, CLIENT_CORE], name="spread")
+            break
+        finally:
+            run.results[PRODUCTION][n] = {p: combine_rounds(r) for p, r in runs.items() if r}
+
+
+async def start_production(run: Run) -> Production | None:
+    """PostgreSQL, Redis and the web process, migrated and seeded; None (with a note) when impossible."""
+    missing = missing_servers()
+    if missing:
+        note = "production part skipped: " + "; ".join(missing)
+        run.plan.notes.append(note)
+        run.log(note)
+        return None
+    prod = Production(run.logs)
+    run.log("production: PostgreSQL and Redis, migrate and seed 1,001 int keys, web process")
+    try:
+        # Blocking, on purpose on the loop's (main) thread: see Production.start_backends.
+        prod.start_backends()
+        await run.bounded("web start", prod.start_web(), 90)
+    except Exception:
+        prod.cleanup()
+        raise
+    run.results["meta"]["production_versions"] = prod.versions()
+    run.results["meta"]["production_data"] = prod.data_place
+    return prod
+
+
+async def compare_size(run: Run, ours: Datastream, etcd: Etcd, n: int, *, first: bool) -> None:
+    """Every workload at ``n`` on the embedded profile, then on etcd."""
+    for server in (ours, etcd):
+        try:
+            run.results[server.name][n] = await run_size(run, server, n, first=first)
+        except OutOfTime as exc:
+            note = f"{server.name} N={n}: stopped when the time budget ran out (during {exc})"
+            run.plan.notes.append(note)
+            run.log(note)
+            run.results[server.name][n] = {"incomplete": str(exc)}
+            await run.pool.stop()
+            run.pool = WorkerPool(run.logs, run.plan.per_worker)
+
+
+def fits(run: Run, what: str, need: float) -> bool:
+    """Whether ``need`` seconds are left (inf: nothing to estimate from, so try); a skip becomes a note."""
+    if need != float("inf") and need > run.left() - 15:
+        note = f"{what} skipped: estimated {need:.0f}s from the smaller runs, {run.left():.0f}s left"
+        run.plan.notes.append(note)
+        run.log(note)
+        return False
+    if need != float("inf"):
+        run.log(f"{what}: estimated {need:.0f}s, {run.left():.0f}s left")
+    return True
+
+
+async def run_all(run: Run, *, comparison: bool = True, production: bool = True) -> None:
+    """The comparison with etcd per size, then scale-out, within the budget."""
+    # Order: the required comparison sizes, scale-out at those sizes, the optional comparison size if it
+    # fits with the larger scale-out sizes' estimate kept free, then those scale-out sizes: when time is
+    # short, the optional comparison size gives way to scale-out.
     plan = run.plan
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -483,38 +726,42 @@ async def run_all(run: Run) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, interrupt)
-    ours = Datastream(run.logs)
-    etcd = Etcd(run.logs)
-    run.results["meta"] = {"ours_versions": Datastream.version(), "etcd_version": etcd.version()}
+    ours = Datastream(run.logs) if comparison else None
+    etcd = Etcd(run.logs) if comparison else None
+    run.results["meta"] = {"ours_versions": Datastream.version(), "etcd_version": etcd.version() if etcd else ""}
+    prod: Production | None = None
+    production_sizes = plan.production_sizes if production else []
+    largest = max(plan.sizes, default=0) if comparison else 0
+    early = [n for n in production_sizes if n <= largest]
+    late = [n for n in production_sizes if n > largest]
     try:
-        run.log("datastream: migrate and seed 1,001 int keys")
-        await asyncio.to_thread(ours.prepare)
-        sizes = [(n, False) for n in plan.sizes] + [(n, True) for n in plan.optional_sizes]
-        first = True
-        for n, optional in sizes:
-            if optional:
-                need = estimate(run, n)
-                if need > run.left() - 15:
-                    note = f"N={n} skipped: estimated {need:.0f}s from the smaller runs, {run.left():.0f}s left"
-                    plan.notes.append(note)
-                    run.log(note)
-                    continue
-                run.log(f"N={n}: estimated {need:.0f}s, {run.left():.0f}s left")
-            for server in (ours, etcd):
-                try:
-                    run.results[server.name][n] = await run_size(run, server, n, first=first)
-                except OutOfTime as exc:
-                    note = f"{server.name} N={n}: stopped when the time budget ran out (during {exc})"
-                    plan.notes.append(note)
-                    run.log(note)
-                    run.results[server.name][n] = {"incomplete": str(exc)}
-                    await run.pool.stop()
-                    run.pool = WorkerPool(run.logs, plan.per_worker)
-            first = False
+        if ours is not None and etcd is not None:
+            run.log("datastream: migrate and seed 1,001 int keys")
+            await asyncio.to_thread(ours.prepare)
+            for index, n in enumerate(plan.sizes):
+                await compare_size(run, ours, etcd, n, first=index == 0)
+        if production_sizes:
+            prod = await start_production(run)
+        elif production:
+            run.log("scale-out part (production profile) skipped: --quick has no time for it")
+        if prod is not None:
+            for n in early:
+                await scaleout(run, prod, n)
+        if ours is not None and etcd is not None:
+            for n in plan.optional_sizes:
+                later = sum(estimate_production(run, m) for m in late) if prod is not None else 0.0
+                if fits(run, f"N={n}", estimate(run, n) + later):
+                    await compare_size(run, ours, etcd, n, first=False)
+        if prod is not None:
+            for n in late:
+                if fits(run, f"production N={n}", estimate_production(run, n)):
+                    await scaleout(run, prod, n)
     finally:
         await run.pool.stop()
-        ours.cleanup()
-        etcd.cleanup()
+        await run.spread_pool.stop()
+        for system in (ours, etcd, prod):
+            if system is not None:
+                system.cleanup()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -526,7 +773,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sizes", type=lambda text: [int(x) for x in text.split(",")], help="subscriber counts, e.g. 1000,5000"
     )
     parser.add_argument(
-        "--profile", action="store_true", help="sample the datastream server with py-spy per phase (into the logs)"
+        "--profile",
+        action="store_true",
+        help="sample the datastream server (and the scale-out gRPC processes) with py-spy per phase (into the logs)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["comparison", "production"],
+        help="run only the comparison with etcd, or only the production-profile scale-out",
+    )
+    parser.add_argument(
+        "--production-sizes",
+        type=lambda text: [int(x) for x in text.split(",")],
+        help="subscriber counts for the scale-out part, e.g. 1000,10000",
     )
     return parser.parse_args(argv)
 
@@ -538,6 +797,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.sizes:
         plan.sizes, plan.optional_sizes = args.sizes, []
         plan.loaded_size = plan.loaded_size if plan.loaded_size in args.sizes else max(args.sizes)
+    if args.production_sizes:
+        plan.production_sizes = args.production_sizes
     if args.profile:
         if py_spy() is None:
             print("--profile: py-spy not found (pip install py-spy); running without it", flush=True)
@@ -561,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(plan, logs)
     failure: BaseException | None = None
     try:
-        asyncio.run(run_all(run))
+        asyncio.run(run_all(run, comparison=args.only != "production", production=args.only != "comparison"))
     except (KeyboardInterrupt, Interrupted, asyncio.CancelledError) as exc:
         failure = exc
         plan.notes.append("interrupted")
@@ -583,7 +844,8 @@ def main(argv: list[str] | None = None) -> int:
     table = report.markdown_tables(results)
     print(table, flush=True)
     # Only the full default run describes the service; partial or profiled runs leave the docs alone.
-    if not args.no_docs and not plan.quick and not args.sizes and not plan.profile and failure is None:
+    partial = args.sizes or args.production_sizes or args.only
+    if not args.no_docs and not plan.quick and not partial and not plan.profile and failure is None:
         report.write_docs(results, table)
     print(f"results: {logs / 'results.json'}; logs in {logs}", flush=True)
     if isinstance(failure, (KeyboardInterrupt, Interrupted, asyncio.CancelledError)):

@@ -43,6 +43,11 @@ class Server:
         assert self.process is not None
         return self.process.pid
 
+    @property
+    def pids(self) -> list[int]:
+        """The processes whose CPU counts as the server's."""
+        return [self.pid]
+
     def client(self) -> OursClient | EtcdClient:
         """A gRPC client for pushes and reads."""
         raise NotImplementedError

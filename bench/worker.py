@@ -149,7 +149,9 @@ class Group:
                     lost += 1
             result.append(delays)
             missing.append(lost)
-        return {"lat_us": result, "missing": missing, "errors": self.errors()}
+        # Values received since the last reset: below N per update where the server coalesced.
+        received = sum(len(values) for sub in self.subs for values, _ in sub.received.values())
+        return {"lat_us": result, "missing": missing, "received": received, "errors": self.errors()}
 
     def lagging(self, expect: dict[str, int]) -> int:
         """How many (subscriber, key) pairs do not yet hold the expected value."""
