@@ -8,6 +8,7 @@ everything but secrets; code inside the service acts as SYSTEM.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -169,6 +170,7 @@ def user_principal(user: Any) -> Principal:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def is_loopback(address: str | None) -> bool:
     """Whether ``address`` (an IP, or a gRPC peer such as ``ipv4:127.0.0.1:5000``) is loopback."""
     if not address:

@@ -113,6 +113,7 @@ class Hub:
         self._by_key: dict[str, set[Subscription]] = {}
         # key -> (entry, its serialised frame once computed)
         self._cache: dict[str, tuple[Entry, bytes | None]] = {}
+        self._by_token: dict[int, set[Subscription]] = {}
         self._cacheable_keys: dict[str, bool] = {}
         self._all: set[Subscription] = set()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -169,6 +170,7 @@ class Hub:
         self._all.clear()
         self._by_key.clear()
         self._cache.clear()
+        self._by_token.clear()
 
     async def _join(self) -> None:
         assert self._layer is not None
@@ -181,6 +183,8 @@ class Hub:
     def subscribe(self, keys: list[str] | None, principal: Principal = SYSTEM) -> Subscription:
         """Register a subscription for ``keys`` (None: every key the caller may read) before reading its snapshot."""
         sub = Subscription(frozenset(keys) if keys else None, principal)
+        if principal.token_id is not None:
+            self._by_token.setdefault(principal.token_id, set()).add(sub)
         if sub.keys is None:
             self._all.add(sub)
         else:
@@ -190,6 +194,11 @@ class Hub:
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget ``sub``; safe to call twice."""
+        token = sub.principal.token_id
+        if token is not None and token in self._by_token:
+            self._by_token[token].discard(sub)
+            if not self._by_token[token]:
+                del self._by_token[token]
         if sub.keys is None:
             self._all.discard(sub)
             return
@@ -411,19 +420,16 @@ class Hub:
         return {*self._all, *(s for subs in self._by_key.values() for s in subs)}
 
     async def _end_revoked_streams(self) -> None:
-        # One query per interval for the whole process, not one per stream.
-        by_token: dict[int, list[Subscription]] = {}
-        for sub in self.subscriptions():
-            if sub.principal.token_id is not None:
-                by_token.setdefault(sub.principal.token_id, []).append(sub)
-        if not by_token:
+        # One query per interval for the whole process, not one per stream,
+        # and no scan of the streams: they are indexed by token.
+        if not self._by_token:
             return
         try:
-            invalid = await DatabaseSyncToAsync(invalid_tokens, thread_sensitive=False)(set(by_token))
+            invalid = await DatabaseSyncToAsync(invalid_tokens, thread_sensitive=False)(set(self._by_token))
         except Exception:  # noqa: BLE001 - the database is down: the resync loop reports it
             return
         for token_id in invalid:
-            for sub in by_token[token_id]:
+            for sub in list(self._by_token.get(token_id, ())):
                 self.unsubscribe(sub)
                 sub.close(("UNAUTHENTICATED", "token was revoked or expired"))
 
