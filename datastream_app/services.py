@@ -34,7 +34,12 @@ def list_capabilities(*, principal: Principal = SYSTEM) -> list[Capability]:
     """Every key the caller may read, of every store, with its value type, sorted by key."""
     seen: dict[str, Capability] = {}
     for store in get_stores():
-        for capability in store.capabilities():
+        try:
+            capabilities = store.capabilities()
+        except Unavailable:
+            # One mount down must not hide the others: its keys are left out.
+            continue
+        for capability in capabilities:
             # Stores are ordered most specific first: the first owner wins.
             if store_for_key(capability.key) is store and principal.can_read(capability.key):
                 seen.setdefault(capability.key, capability)

@@ -67,6 +67,9 @@ def test_memory_refresh__source_unreachable__only_its_keys_unavailable(harness):
         with pytest.raises(Unavailable, match="mem"):
             services.get_entries(keys=["mem/motd"])
         assert services.get_entries(keys=["max_connections"])["max_connections"].value == b"10"
+        # Listing everything leaves the unreachable mount's keys out instead of failing.
+        assert [c.key for c in services.list_capabilities()] == ["max_connections"]
+        assert list(services.get_entries(keys=[])) == ["max_connections"]
 
         harness.store.src.reachable = True
         harness.store.src.set("mem/motd", "string", b"while away")
