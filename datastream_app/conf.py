@@ -23,6 +23,8 @@ DEFAULTS: dict[str, Any] = {
     # Pushes per second per token (bursts up to twice that); 0 turns the limit off.
     "PUSH_RATE_PER_TOKEN": 50,
     "CHANNEL_LAYER": "default",
+    # "uvloop" (cheaper wake-ups and callbacks for thousands of streams) or "asyncio".
+    "EVENT_LOOP": "uvloop",
     # Cyclic GC thresholds for server processes (None: Python's own). Thousands
     # of long-lived streams make the default generation-0 threshold of 700
     # scan them over and over: it took 43% of the loop at 10,000 streams.

@@ -193,12 +193,16 @@ DATASTREAM = {
     "RESYNC_INTERVAL": float(env_int("DATASTREAM_RESYNC_INTERVAL_MS", 1000, minimum=50, maximum=3_600_000)) / 1000,
     "MAX_STREAMS_PER_TOKEN": env_int("DATASTREAM_MAX_STREAMS_PER_TOKEN", 1000, minimum=1, maximum=1_000_000),
     "PUSH_RATE_PER_TOKEN": env_int("DATASTREAM_PUSH_RATE_PER_TOKEN", 50, minimum=0, maximum=1_000_000),
+    "EVENT_LOOP": env_str("DATASTREAM_EVENT_LOOP", "uvloop"),
 }
 
 
 def _is_loopback_host(host: str | None) -> bool:
     return (host or "").strip("[]") in {"127.0.0.1", "localhost", "::1"} or (host or "").startswith("127.")
 
+
+if DATASTREAM["EVENT_LOOP"] not in ("uvloop", "asyncio"):
+    raise ImproperlyConfigured(f"DATASTREAM_EVENT_LOOP={DATASTREAM['EVENT_LOOP']!r}: use uvloop or asyncio.")
 
 if (
     DATASTREAM["ANONYMOUS_LOOPBACK"]

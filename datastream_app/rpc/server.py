@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 import grpc
@@ -41,6 +42,17 @@ def server_options() -> list[tuple[str, Any]]:
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.so_reuseport", 0),
     ]
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a server coroutine on the configured event loop (uvloop unless DATASTREAM_EVENT_LOOP=asyncio)."""
+    factory = None
+    if datastream_settings.EVENT_LOOP == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
 
 
 def tune_gc() -> None:

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import autoreload
 
-from datastream_app.rpc.server import GrpcService, tune_gc
+from datastream_app.rpc.server import GrpcService, run, tune_gc
 
 
 async def serve_until_signal(service: GrpcService, grace: float) -> None:
@@ -50,4 +50,4 @@ class Command(BaseCommand):
         tune_gc()
         service = GrpcService(address, max_workers=options["max_workers"])
         self.stdout.write(f"datastream gRPC server on {address}; Ctrl-C to stop")
-        asyncio.run(serve_until_signal(service, options["grace"]))
+        run(serve_until_signal(service, options["grace"]))

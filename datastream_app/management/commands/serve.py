@@ -12,7 +12,7 @@ import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from datastream_app.rpc.server import GrpcService, tune_gc
+from datastream_app.rpc.server import GrpcService, run, tune_gc
 
 
 class _WebServer(uvicorn.Server):
@@ -39,7 +39,7 @@ class Command(BaseCommand):
         http = options["http"] or f"{settings.HTTP_HOST}:{settings.HTTP_PORT}"
         grpc_address = options["grpc"] or f"{settings.GRPC_HOST}:{settings.GRPC_PORT}"
         tune_gc()
-        asyncio.run(self._serve(http, grpc_address, options["grace"]))
+        run(self._serve(http, grpc_address, options["grace"]))
 
     async def _serve(self, http: str, grpc_address: str, grace: float) -> None:
         from settings_service.asgi import application
