@@ -114,7 +114,6 @@ class Hub:
         # key -> (entry, its serialised frame once computed)
         self._cache: dict[str, tuple[Entry, bytes | None]] = {}
         self._by_token: dict[int, set[Subscription]] = {}
-        self._cacheable_keys: dict[str, bool] = {}
         self._all: set[Subscription] = set()
         self._tasks: list[asyncio.Task[Any]] = []
         self._channel: str | None = None
@@ -262,13 +261,8 @@ class Hub:
     def _cacheable(self, key: str) -> bool:
         # Only settings: an external store's keys must fail while it is down,
         # which only a read through the store can tell.
-        verdict = self._cacheable_keys.get(key)
-        if verdict is None:
-            verdict = isinstance(store_for_key(key), ModelStore)
-            if len(self._cacheable_keys) > 100_000:
-                self._cacheable_keys.clear()
-            self._cacheable_keys[key] = verdict
-        return verdict
+        # (A prefix match over the few configured stores: cheaper than caching it.)
+        return isinstance(store_for_key(key), ModelStore)
 
     @property
     def subscription_count(self) -> int:

@@ -205,7 +205,6 @@ def topology(tmp_path: Path) -> Iterator[Topology]:
                 str(top.web_port),
             ],
         )
-        eventually(lambda: top.web().request("GET", "/readyz") or True, what="web started")
         eventually(lambda: _status(top, "/readyz") == 200, what="web ready")
         for index in range(2):
             top.start_grpc(index)
