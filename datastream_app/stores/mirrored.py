@@ -58,6 +58,10 @@ class Snapshot:
     etag: str
 
 
+class Superseded(Exception):
+    """The copy of a key changed after a listing began, so that listing may be older than the copy."""
+
+
 def _entry(row: MirroredEntry) -> Entry:
     return Entry(
         key=row.key, value_type=row.value_type, value=bytes(row.value), revision=row.revision, updated_at=row.updated_at
@@ -114,6 +118,19 @@ class MirroredStore(Store):
 
         A failure to read marks the store unavailable and raises Unavailable.
         """
+        changed = 0
+        # A listing that raced a write through the store skips that key (see
+        # apply's ``listed_at``); list again so a later outside change to it is
+        # not left waiting for the next poll. Bounded: writes may never stop.
+        for _ in range(3):
+            count, superseded = self._refresh_once()
+            changed += count
+            if not superseded:
+                break
+        return changed
+
+    def _refresh_once(self) -> tuple[int, bool]:
+        listed_at = Revision.current()
         try:
             listing = self.fetch()
         except Exception as exc:
@@ -124,18 +141,19 @@ class MirroredStore(Store):
         current = {
             row["key"]: row["etag"] for row in MirroredEntry.objects.filter(store=self.alias).values("key", "etag")
         }
-        changed = 0
+        differing: dict[str, Snapshot | None] = {k: s for k, s in valid.items() if current.get(k) != s.etag}
+        # Present but invalid now: keep serving the last valid value.
+        differing.update(dict.fromkeys(current.keys() - listing.keys()))
+        changed, superseded = 0, False
         with acting(self.alias, Interface.STORE):
-            for key, snap in valid.items():
-                if current.get(key) != snap.etag and self.apply(key, snap) is not None:
-                    changed += 1
-            for key in current.keys() - valid.keys():
-                if key in listing:
-                    continue  # present but invalid now: keep serving the last valid value
-                if self.apply(key, None) is not None:
-                    changed += 1
+            for key, snap in differing.items():
+                try:
+                    if self.apply(key, snap, listed_at=listed_at) is not None:
+                        changed += 1
+                except Superseded:
+                    superseded = True
         self._set_status(ok=True, error="")
-        return changed
+        return changed, superseded
 
     def _acceptable(self, key: str, snap: Snapshot) -> bool:
         if (key, snap.etag) in self._rejected:
@@ -168,13 +186,20 @@ class MirroredStore(Store):
             return False
         return True
 
-    def apply(self, key: str, snap: Snapshot | None) -> Entry | None:
-        """Bring one key of the copy in line with ``snap`` (None: deleted); None if it already was."""
+    def apply(self, key: str, snap: Snapshot | None, *, listed_at: int | None = None) -> Entry | None:
+        """Bring one key of the copy in line with ``snap`` (None: deleted); None if it already was.
+
+        ``listed_at`` is the revision when the listing holding ``snap`` began: a
+        row changed after it was written through the store meanwhile, and the
+        listing may predate that write, so Superseded is raised and nothing changes.
+        """
         with transaction.atomic():
             row = MirroredEntry.objects.select_for_update().filter(key=key).first()
             if row is not None and row.store != self.alias:
                 logger.warning("store %s: key %r already served by store %s; skipped", self.alias, key, row.store)
                 return None
+            if row is not None and listed_at is not None and row.revision > listed_at:
+                raise Superseded(key)
             if snap is None:
                 if row is None:
                     return None

@@ -32,6 +32,7 @@ from datastream_app.stores.git import GitStore
 from tests.conftest import serving
 from tests.stores.contract import *  # noqa: F403 - the contract's tests run here
 from tests.stores.contract import Harness, Sample, wire
+from tests.stores.mirrored_contract import *  # noqa: F403 - and the external stores' contract
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,6 +12,7 @@ from datastream_app.models import Setting
 from datastream_app.stores.memory import MemoryStore
 from tests.stores.contract import *  # noqa: F403 - the contract's tests run here
 from tests.stores.contract import Harness, Sample, wire
+from tests.stores.mirrored_contract import *  # noqa: F403 - and the external stores' contract
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

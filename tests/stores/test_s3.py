@@ -28,6 +28,7 @@ from tests.conftest import serving
 from tests.s3server import S3Server
 from tests.stores.contract import *  # noqa: F403 - the contract's tests run here
 from tests.stores.contract import Harness, Sample, wire
+from tests.stores.mirrored_contract import *  # noqa: F403 - and the external stores' contract
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -35,6 +35,7 @@ from tests.conftest import serving as serving_grpc
 from tests.servers import BinaryNotFound, PostgresServer, free_port, skip_unless_installed
 from tests.stores.contract import *  # noqa: F403 - the contract's tests run here
 from tests.stores.contract import Harness, Sample, wire
+from tests.stores.mirrored_contract import *  # noqa: F403 - and the external stores' contract
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
