@@ -12,6 +12,8 @@ ALL_KEYS = [HOT_KEY, *KEYS]
 
 OURS = "datastream"
 ETCD = "etcd"
+# A bare grpc.aio server on datastream's wire protocol (bench/floor.py): the least a grpc.aio server costs.
+FLOOR = "floor"
 
 
 def percentile(values: Sequence[float], q: float) -> float:

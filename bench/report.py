@@ -1,4 +1,4 @@
-"""Markdown tables with ratios to etcd, the latency plot, and docs/benchmarks.md."""
+"""Markdown tables with ratios to etcd and to the grpc.aio floor, the latency plot, and docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import ETCD, OURS
+from bench.common import ETCD, FLOOR, OURS
 from bench.production import PRODUCTION
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +65,7 @@ def fmt(value: Any) -> str:
 
 
 def ratio(ours: Any, etcd: Any) -> str:
-    """datastream / etcd, or a dash when either is missing or etcd is zero."""
+    """datastream / the other system, or a dash when either is missing or the other is zero."""
     if not isinstance(ours, (int, float)) or not isinstance(etcd, (int, float)):
         return "—"
     if math.isnan(ours) or math.isnan(etcd) or etcd == 0:
@@ -87,7 +87,7 @@ def lookup(data: dict[str, Any], *path: Any) -> Any:
 def sizes_of(results: dict[str, Any]) -> list[int]:
     """The subscriber counts measured, ascending."""
     found: set[int] = set()
-    for system in (OURS, ETCD):
+    for system in (OURS, ETCD, FLOOR):
         for key in results.get(system, {}):
             if str(key).isdigit():
                 found.add(int(key))
@@ -99,23 +99,25 @@ Row = tuple[str, Callable[[dict[str, Any]], Any]]
 PERCENT_ROWS = {"server core busy during the updates"}
 
 
-def size_table(results: dict[str, Any], title: str, note: str, rows: list[Row]) -> list[str]:
-    """One table: a row per metric and N with datastream, etcd and their ratio."""
-    lines = [
-        f"### {title}",
-        "",
-        note,
-        "",
-        "| metric | N | datastream | etcd | datastream / etcd |",
-        "|---|--:|--:|--:|--:|",
-    ]
+def size_table(results: dict[str, Any], title: str, note: str, rows: list[Row], *, floor: bool = False) -> list[str]:
+    """One table: a row per metric and N with datastream, etcd and their ratio (and the floor's, with ``floor``)."""
+    header = "| metric | N | datastream | etcd | datastream / etcd |"
+    rule = "|---|--:|--:|--:|--:|"
+    if floor:
+        header += " floor | datastream / floor |"
+        rule += "--:|--:|"
+    lines = [f"### {title}", "", note, "", header, rule]
     for label, get in rows:
         for n in sizes_of(results):
             ours = lookup(results, OURS, n) or {}
             etcd = lookup(results, ETCD, n) or {}
             a, b = get(ours), get(etcd)
             show = pct if label in PERCENT_ROWS else fmt
-            lines.append(f"| {label} | {n:,} | {show(a)} | {show(b)} | {ratio(a, b)} |")
+            line = f"| {label} | {n:,} | {show(a)} | {show(b)} | {ratio(a, b)} |"
+            if floor:
+                c = get(lookup(results, FLOOR, n) or {})
+                line += f" {show(c)} | {ratio(a, c)} |"
+            lines.append(line)
     return [*lines, ""]
 
 
@@ -140,6 +142,15 @@ def fanout_rows(workload: str) -> list[Row]:
     ]
 
 
+FLOOR_NOTE = (
+    "floor: `bench/floor.py`, a bare grpc.aio server on datastream's wire protocol (Subscribe, PushUpdate, "
+    "Sync over a dict, each change serialised once and its bytes handed to every stream), with datastream's "
+    "server options, uvloop and GC tuning, and no Django, database, channel layer, interceptors or logging: "
+    "the least a grpc.aio server costs here. It runs (a) and (c) only, in the same run, pinned like the "
+    "others. datastream / floor near 1: grpc.aio's own cost dominates."
+)
+
+
 def markdown_tables(results: dict[str, Any]) -> str:
     """Every measured figure as markdown tables with ratios to etcd."""
     plan = results.get("plan", {})
@@ -150,12 +161,13 @@ def markdown_tables(results: dict[str, Any]) -> str:
         f"(a) one key, {plan.get('a_updates')} updates {plan.get('a_interval', 0) * 1000:.0f} ms apart, "
         "every subscriber on it",
         "Latency is receipt time minus the send timestamp carried in the value. Ratio above 1: datastream "
-        "is slower or uses more.",
+        "is slower or uses more. " + FLOOR_NOTE,
         [
             *fanout_rows("a"),
             ("server RSS per stream (KiB)", field("rss_per_stream_kib")),
             ("opening N streams, until the last holds its first value (ms)", field("open_a", "all_ready_ms")),
         ],
+        floor=True,
     )
     lines += size_table(
         res,
@@ -169,13 +181,15 @@ def markdown_tables(results: dict[str, Any]) -> str:
         res,
         "(c) every subscriber of (a) drops its connection and resubscribes at once",
         "datastream: a new Subscribe (its first message is the current value). etcd: Range, then a watch from "
-        "the next revision. Afterwards one push must reach every subscriber; one that does not is an error.",
+        "the next revision. The floor: as datastream. Afterwards one push must reach every subscriber; one that "
+        "does not is an error.",
         [
             ("until every subscriber holds the latest value (ms)", field("c", "all_ready_ms")),
             ("until the median subscriber does (ms)", field("c", "median_ready_ms")),
             ("server CPU for the storm (s)", field("c", "cpu_s")),
             ("errors (failed resubscriptions, streams dead afterwards)", field("c", "errors")),
         ],
+        floor=True,
     )
     lines += throughput_table(results)
     lines += scaleout_table(results)
@@ -354,7 +368,7 @@ def pct(value: Any) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> bool:
-    """Latency against N for both systems and both fan-out workloads; False without matplotlib."""
+    """Latency against N for every system and both fan-out workloads (the floor: (a) only); False without matplotlib."""
     try:
         import matplotlib
 
@@ -368,7 +382,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     axes = all_axes[:2]
     axes[1].sharey(axes[0])
     titles = {"a": "(a) one key, all N subscribed", "b": "(b) random keys, 10 per subscriber"}
-    styles = {OURS: ("tab:blue", "datastream"), ETCD: ("tab:orange", "etcd")}
+    styles = {OURS: ("tab:blue", "datastream"), ETCD: ("tab:orange", "etcd"), FLOOR: ("tab:green", "floor (grpc.aio)")}
     for ax, workload in zip(axes, ("a", "b"), strict=True):
         for system, (colour, name) in styles.items():
             for metric, dash, label in (
@@ -390,7 +404,9 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         ax.set_title(titles[workload])
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("delivery latency (ms)")
-    axes[1].legend(fontsize=7, loc="upper left")
+    # Panel (a)'s lines: the floor runs no (b), so (b)'s own lines would leave it out of the legend.
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[1].legend(handles, labels, fontsize=7, loc="upper left")
     # Latency at large N is capped by the clients' core too; the server's own cost per update is not.
     cpu_ax = all_axes[2]
     for system, (colour, name) in styles.items():
@@ -496,6 +512,8 @@ def generated_section(results: dict[str, Any], table: str, plotted: bool, scaleo
         "client stubs from PyPI aetcd, driven with grpc.aio",
         "- datastream: embedded profile (`manage.py serve`, SQLite in /dev/shm, in-memory channel layer), "
         "default settings (INFO logging of every RPC to a file)",
+        "- floor: `python -m bench.floor`, a bare grpc.aio server on datastream's wire protocol (see the note "
+        "under (a)); Python, grpcio and uvloop as datastream's",
         f"- Pinning (comparison with etcd): {pinning}",
         f"- Subscribers: {plan['per_channel']} streams per connection, up to {plan['per_worker']:,} per process",
     ]

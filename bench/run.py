@@ -1,4 +1,4 @@
-"""The benchmark run: datastream against etcd on the same machine, then production-profile scale-out."""
+"""The benchmark run: datastream against etcd and the bare grpc.aio floor on one machine, then scale-out."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from typing import Any, Protocol
 
 from bench import report
 from bench.clients import KeyValueClient, OursClient, RestSync
-from bench.common import ETCD, HOT_KEY, KEYS, OURS, percentile
+from bench.common import ETCD, FLOOR, HOT_KEY, KEYS, OURS, percentile
 from bench.pool import WorkerPool
 from bench.procs import CLIENT_CORE, SERVER_CORE, CoreMeter, CpuMeter, pin_self_to_client_core, rss_bytes
 from bench.production import PRODUCTION, Production, missing_servers
 from bench.profile import py_spy, sampled
-from bench.systems import ROOT, Datastream, Etcd, Server
+from bench.systems import ROOT, Datastream, Etcd, Floor, Server
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -96,14 +96,15 @@ class Run:
         self.pool = WorkerPool(logs, plan.per_worker)
         # Scale-out subscribers: worker i on core i % 2, so half the streams are read on each core.
         self.spread_pool = WorkerPool(logs, plan.per_worker, cores=[SERVER_CORE, CLIENT_CORE], name="spread")
-        self.results: dict[str, Any] = {OURS: {}, ETCD: {}, PRODUCTION: {}}
+        self.results: dict[str, Any] = {OURS: {}, ETCD: {}, FLOOR: {}, PRODUCTION: {}}
         self.interrupted = False
 
     def phase(self, server: Server, n: int, name: str) -> contextlib.AbstractContextManager[None]:
-        """py-spy sampling of the datastream server for one phase when --profile is on."""
-        if not self.plan.profile or server.name != OURS or server.process is None:
+        """py-spy sampling of the datastream (or floor) server for one phase when --profile is on."""
+        if not self.plan.profile or server.name not in (OURS, FLOOR) or server.process is None:
             return contextlib.nullcontext()
-        return sampled(server.pid, self.logs / f"py-spy-N{n}-{name}")
+        prefix = "" if server.name == OURS else f"{server.name}-"
+        return sampled(server.pid, self.logs / f"py-spy-{prefix}N{n}-{name}")
 
     @contextlib.contextmanager
     def sample_all(self, pids: list[int], name: str) -> Iterator[None]:
@@ -399,8 +400,54 @@ async def unloaded(run: Run, server: Server) -> dict[str, Any]:
     return out
 
 
-async def run_size(run: Run, server: Server, n: int, *, first: bool) -> dict[str, Any]:
-    """Every workload at ``n`` subscribers on a freshly started server."""
+async def workload_b(run: Run, server: Server, n: int, out: dict[str, Any], core_started: float) -> float:
+    """Workload (b), then the loaded push throughput at its size; return the seconds since ``core_started``."""
+    plan = run.plan
+    subs = b_layout(n, plan.b_keys, plan.seed)
+    opened = await run.step(
+        server,
+        n,
+        "open (b)",
+        run.pool.open(
+            server.protocol,
+            server.grpc_target,
+            subs,
+            per_channel=plan.per_channel,
+            limit=plan.open_limit,
+            timeout=open_timeout(n),
+        ),
+    )
+    out["open_b"] = summarize_ready(opened, n)
+    rng = random.Random(plan.seed + 7)
+    keys = [rng.choice(KEYS) for _ in range(plan.b_updates)]
+    out["b"] = await run.step(
+        server, n, "workload (b)", fanout(server, run.pool, keys, plan.b_interval, drain_timeout=30)
+    )
+    run.log(
+        f"  (b) last subscriber p50 {out['b']['last_sub_p50_ms']:.1f} ms, "
+        f"{out['b']['cpu_ms_per_update']:.2f} ms CPU/update, errors {out['b']['errors']}"
+    )
+    core_s = time.monotonic() - core_started
+    out["core_s"] = core_s
+    if n == plan.loaded_size:
+        out["push_loaded"] = await run.step(
+            server,
+            n,
+            "loaded push throughput",
+            push_throughput(server, plan.push_seconds, plan.push_concurrency, plan.seed),
+        )
+        run.log(f"  {out['push_loaded']['per_s']:.0f} pushes/s with {n} subscribers")
+    errors = await run.bounded("close (b)", run.pool.close())
+    # Streams that failed after (b) was measured failed under the loaded push test, if one ran.
+    if "push_loaded" in out:
+        out["push_loaded"]["errors"] += sum(errors.values())
+    else:
+        out["b"]["errors"] += sum(errors.values())
+    return core_s
+
+
+async def run_size(run: Run, server: Server, n: int, *, first: bool, full: bool = True) -> dict[str, Any]:
+    """Every workload at ``n`` subscribers on a freshly started server (not ``full``: only RSS, (a) and (c))."""
     plan = run.plan
     out: dict[str, Any] = {}
     started = time.monotonic()
@@ -409,7 +456,7 @@ async def run_size(run: Run, server: Server, n: int, *, first: bool) -> dict[str
     run.log(f"{server.name}: started (pid {server.pid}) for N={n}")
     try:
         await run.bounded("warm-up", warm_up(server), 60)
-        if first:
+        if first and full:
             unloaded_started = time.monotonic()
             out["unloaded"] = await unloaded(run, server)
             out["unloaded_s"] = time.monotonic() - unloaded_started
@@ -420,7 +467,7 @@ async def run_size(run: Run, server: Server, n: int, *, first: bool) -> dict[str
             n,
             "open (a)",
             run.pool.open(
-                server.name,
+                server.protocol,
                 server.grpc_target,
                 [[HOT_KEY]] * n,
                 per_channel=plan.per_channel,
@@ -451,46 +498,11 @@ async def run_size(run: Run, server: Server, n: int, *, first: bool) -> dict[str
             f"  (c) all {n} resubscribed in {(out['c']['all_ready_ms'] or float('nan')):.0f} ms, "
             f"errors {out['c']['errors']}"
         )
-        subs = b_layout(n, plan.b_keys, plan.seed)
-        opened = await run.step(
-            server,
-            n,
-            "open (b)",
-            run.pool.open(
-                server.name,
-                server.grpc_target,
-                subs,
-                per_channel=plan.per_channel,
-                limit=plan.open_limit,
-                timeout=open_timeout(n),
-            ),
-        )
-        out["open_b"] = summarize_ready(opened, n)
-        rng = random.Random(plan.seed + 7)
-        keys = [rng.choice(KEYS) for _ in range(plan.b_updates)]
-        out["b"] = await run.step(
-            server, n, "workload (b)", fanout(server, run.pool, keys, plan.b_interval, drain_timeout=30)
-        )
-        run.log(
-            f"  (b) last subscriber p50 {out['b']['last_sub_p50_ms']:.1f} ms, "
-            f"{out['b']['cpu_ms_per_update']:.2f} ms CPU/update, errors {out['b']['errors']}"
-        )
-        core_s = time.monotonic() - core_started
-        out["core_s"] = core_s
-        if n == plan.loaded_size:
-            out["push_loaded"] = await run.step(
-                server,
-                n,
-                "loaded push throughput",
-                push_throughput(server, plan.push_seconds, plan.push_concurrency, plan.seed),
-            )
-            run.log(f"  {out['push_loaded']['per_s']:.0f} pushes/s with {n} subscribers")
-        errors = await run.bounded("close (b)", run.pool.close())
-        # Streams that failed after (b) was measured failed under the loaded push test, if one ran.
-        if "push_loaded" in out:
-            out["push_loaded"]["errors"] += sum(errors.values())
+        if full:
+            core_s = await workload_b(run, server, n, out, core_started)
         else:
-            out["b"]["errors"] += sum(errors.values())
+            core_s = time.monotonic() - core_started
+            out["core_s"] = core_s
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(run.pool.close(), 30)
@@ -503,9 +515,12 @@ async def run_size(run: Run, server: Server, n: int, *, first: bool) -> dict[str
 def estimate(run: Run, n: int) -> float:
     """Seconds ``n`` subscribers would take, extrapolated linearly from the two largest sizes run."""
     total = 0.0
-    for system in (OURS, ETCD):
+    for system in (OURS, ETCD, FLOOR):
         sizes = sorted((size, res) for size, res in run.results[system].items() if "core_s" in res)
         if len(sizes) < 2:
+            # A floor that failed is left out (its failure is a note); without the other two there is no guess.
+            if system == FLOOR:
+                continue
             return float("inf")
         (n1, r1), (n2, r2) = sizes[-2], sizes[-1]
         slope = max(0.0, (r2["core_s"] - r1["core_s"]) / (n2 - n1))
@@ -684,18 +699,28 @@ async def start_production(run: Run) -> Production | None:
     return prod
 
 
-async def compare_size(run: Run, ours: Datastream, etcd: Etcd, n: int, *, first: bool) -> None:
-    """Every workload at ``n`` on the embedded profile, then on etcd."""
-    for server in (ours, etcd):
+async def compare_size(run: Run, ours: Datastream, etcd: Etcd, floor: Floor, n: int, *, first: bool) -> None:
+    """Every workload at ``n`` on the embedded profile, then on etcd; then RSS, (a) and (c) on the floor."""
+    for server in (ours, etcd, floor):
         try:
-            run.results[server.name][n] = await run_size(run, server, n, first=first)
+            run.results[server.name][n] = await run_size(run, server, n, first=first, full=server is not floor)
+            continue
         except OutOfTime as exc:
             note = f"{server.name} N={n}: stopped when the time budget ran out (during {exc})"
-            run.plan.notes.append(note)
-            run.log(note)
-            run.results[server.name][n] = {"incomplete": str(exc)}
-            await run.pool.stop()
-            run.pool = WorkerPool(run.logs, run.plan.per_worker)
+            failure: Exception = exc
+        except Exception as exc:
+            # The floor only explains the other two: its failure is a note, not the end of the run.
+            if server is not floor:
+                raise
+            note = f"{server.name} N={n}: failed ({type(exc).__name__}: {exc})"
+            failure = exc
+            # A start that timed out leaves the process running; the next size starts a new one.
+            server.stop()
+        run.plan.notes.append(note)
+        run.log(note)
+        run.results[server.name][n] = {"incomplete": str(failure)}
+        await run.pool.stop()
+        run.pool = WorkerPool(run.logs, run.plan.per_worker)
 
 
 def fits(run: Run, what: str, need: float) -> bool:
@@ -728,6 +753,7 @@ async def run_all(run: Run, *, comparison: bool = True, production: bool = True)
         loop.add_signal_handler(sig, interrupt)
     ours = Datastream(run.logs) if comparison else None
     etcd = Etcd(run.logs) if comparison else None
+    floor = Floor(run.logs) if comparison else None
     run.results["meta"] = {"ours_versions": Datastream.version(), "etcd_version": etcd.version() if etcd else ""}
     prod: Production | None = None
     production_sizes = plan.production_sizes if production else []
@@ -735,11 +761,11 @@ async def run_all(run: Run, *, comparison: bool = True, production: bool = True)
     early = [n for n in production_sizes if n <= largest]
     late = [n for n in production_sizes if n > largest]
     try:
-        if ours is not None and etcd is not None:
+        if ours is not None and etcd is not None and floor is not None:
             run.log("datastream: migrate and seed 1,001 int keys")
             await asyncio.to_thread(ours.prepare)
             for index, n in enumerate(plan.sizes):
-                await compare_size(run, ours, etcd, n, first=index == 0)
+                await compare_size(run, ours, etcd, floor, n, first=index == 0)
         if production_sizes:
             prod = await start_production(run)
         elif production:
@@ -747,11 +773,11 @@ async def run_all(run: Run, *, comparison: bool = True, production: bool = True)
         if prod is not None:
             for n in early:
                 await scaleout(run, prod, n)
-        if ours is not None and etcd is not None:
+        if ours is not None and etcd is not None and floor is not None:
             for n in plan.optional_sizes:
                 later = sum(estimate_production(run, m) for m in late) if prod is not None else 0.0
                 if fits(run, f"N={n}", estimate(run, n) + later):
-                    await compare_size(run, ours, etcd, n, first=False)
+                    await compare_size(run, ours, etcd, floor, n, first=False)
         if prod is not None:
             for n in late:
                 if fits(run, f"production N={n}", estimate_production(run, n)):
@@ -759,7 +785,7 @@ async def run_all(run: Run, *, comparison: bool = True, production: bool = True)
     finally:
         await run.pool.stop()
         await run.spread_pool.stop()
-        for system in (ours, etcd, prod):
+        for system in (ours, etcd, floor, prod):
             if system is not None:
                 system.cleanup()
 
@@ -780,7 +806,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         choices=["comparison", "production"],
-        help="run only the comparison with etcd, or only the production-profile scale-out",
+        help="run only the comparison with etcd (and the floor), or only the production-profile scale-out",
     )
     parser.add_argument(
         "--production-sizes",

@@ -1,4 +1,4 @@
-"""The two servers under test: datastream's embedded profile and a single-member etcd."""
+"""The servers under test: datastream's embedded profile, a single-member etcd and the bare grpc.aio floor."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from bench.clients import EtcdClient, HttpClient, OursClient
-from bench.common import ALL_KEYS, ETCD, HOT_KEY, OURS
+from bench.common import ALL_KEYS, ETCD, FLOOR, HOT_KEY, OURS
 from bench.procs import SERVER_CORE, free_port, spawn, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +30,8 @@ class Server:
     """A server process the harness starts, measures and stops."""
 
     name = "server"
+    # Whose client code drives it (the subscriber workers' protocol): OURS or ETCD.
+    protocol = OURS
 
     def __init__(self, logs: Path) -> None:
         self.logs = logs
@@ -67,7 +69,7 @@ class Server:
                 raise RuntimeError(f"{self.name} exited at start; see {self.log_path}")
             client = self.client()
             try:
-                await asyncio.wait_for(client.sync([HOT_KEY] if self.name == OURS else [ALL_KEYS[1]]), 2.0)
+                await asyncio.wait_for(client.sync([HOT_KEY] if self.protocol == OURS else [ALL_KEYS[1]]), 2.0)
                 http = HttpClient("127.0.0.1", self.http_port)
                 try:
                     status, _ = await asyncio.wait_for(http.request("GET", self.health_path), 2.0)
@@ -173,6 +175,7 @@ class Etcd(Server):
     """A single etcd member on loopback with its data in tmpfs."""
 
     name = ETCD
+    protocol = ETCD
     health_path = "/health"
 
     def __init__(self, logs: Path) -> None:
@@ -255,6 +258,49 @@ class Etcd(Server):
         out = subprocess.run([self.binary, "--version"], capture_output=True, text=True, timeout=30).stdout
         match = re.search(r"etcd Version:\s*(\S+)", out)
         return f"etcd {match.group(1) if match else 'unknown'}"
+
+
+class Floor(Server):
+    """``python -m bench.floor``: a bare grpc.aio fan-out server on datastream's wire protocol, no Django."""
+
+    name = FLOOR
+    protocol = OURS
+
+    def __init__(self, logs: Path) -> None:
+        super().__init__(logs)
+        # datastream's environment, so only the server code differs.
+        self.env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
+        self.env["PYTHONUNBUFFERED"] = "1"
+
+    async def start(self) -> None:
+        """Serve on a fresh loopback port, pinned to the server core, and wait until Sync answers."""
+        port = free_port()
+        self.grpc_target = f"127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "bench.floor", "--port", str(port), "--grace", "2"]
+        self.process = spawn(argv, log=self.log_path, env=self.env, cwd=ROOT, core=SERVER_CORE)
+        await self._wait_ready()
+
+    async def _wait_ready(self) -> None:
+        # No HTTP side: a Sync of the hot key answering is readiness.
+        deadline = time.monotonic() + START_TIMEOUT
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start; see {self.log_path}")
+            client = self.client()
+            try:
+                if await asyncio.wait_for(client.sync([HOT_KEY]), 2.0) == 1:
+                    return
+            except Exception as error:  # not up yet
+                last = error
+            finally:
+                await client.close()
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready in {START_TIMEOUT:.0f}s ({last}); see {self.log_path}")
+
+    def client(self) -> OursClient:
+        """A datastream gRPC client: the floor speaks the same protocol."""
+        return OursClient(self.grpc_target)
 
 
 def ensure_etcd(logs: Path) -> str:
