@@ -42,7 +42,7 @@ PROBE_GROUP = "datastream.probe"
 class Subscription:
     """One stream's view of the hub: pending frames per key, coalesced to the latest."""
 
-    __slots__ = ("_event", "close_reason", "closed", "keys", "pending", "principal", "sent")
+    __slots__ = ("_waiter", "close_reason", "closed", "keys", "pending", "principal", "sent")
 
     def __init__(self, keys: frozenset[str] | None, principal: Principal = SYSTEM) -> None:
         self.keys = keys
@@ -52,7 +52,9 @@ class Subscription:
         self.pending: dict[str, tuple[int, bytes]] = {}
         # Highest revision already delivered (or covered by the snapshot) per key.
         self.sent: dict[str, int] = {}
-        self._event = asyncio.Event()
+        # The stream's wake-up while it waits: a bare future, not an Event (an
+        # Event carries a deque of waiters; there are thousands of streams).
+        self._waiter: asyncio.Future[None] | None = None
         self.closed = False
 
     def wants(self, key: str) -> bool:
@@ -70,7 +72,7 @@ class Subscription:
         queued = self.pending.get(key)
         if queued is None or queued[0] < revision:
             self.pending[key] = (revision, frame)
-            self._event.set()
+            self._wake()
 
     def prime(self, snapshot: dict[str, Entry]) -> None:
         """Mark the snapshot as delivered and drop queued frames it already covers."""
@@ -79,18 +81,18 @@ class Subscription:
             queued = self.pending.get(key)
             if queued is not None and queued[0] <= entry.revision:
                 del self.pending[key]
-        if not self.pending:
-            self._event.clear()
 
     async def next_frame(self) -> bytes | None:
         """Wait for pending changes and return them as one serialised DataResponse (None: closed)."""
         while not self.pending:
             if self.closed:
                 return None
-            self._event.clear()
-            await self._event.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         pending, self.pending = self.pending, {}
-        self._event.clear()
         for key, (revision, _) in pending.items():
             self.sent[key] = revision
         if len(pending) == 1:
@@ -102,7 +104,12 @@ class Subscription:
         """Wake the waiting stream so it ends (with ``reason`` as its status, if given)."""
         self.close_reason = reason
         self.closed = True
-        self._event.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class Hub:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,8 +37,8 @@ def current_principal() -> Principal:
 def _wrap(handler: grpc.RpcMethodHandler, unary: UnaryAround, stream: StreamAround) -> grpc.RpcMethodHandler:
     # Wrapping the behaviour (not just intercepting) runs our code in the
     # call's own task, so context variables set here reach the servicer.
-    # partial, not a closure that re-yields: every layer of async generator
-    # costs a resume per streamed message, times every subscriber.
+    # partial, not a closure: grpc looks through a partial to tell coroutine
+    # from async-generator handlers.
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
             functools.partial(unary, handler.unary_unary),
@@ -45,8 +46,12 @@ def _wrap(handler: grpc.RpcMethodHandler, unary: UnaryAround, stream: StreamArou
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream is not None:
+        # A handler that writes with context.write() is a coroutine and is
+        # wrapped as one; only generator handlers take the generator wrapper,
+        # which costs a resume per streamed message.
+        around = stream if inspect.isasyncgenfunction(handler.unary_stream) else unary
         return grpc.unary_stream_rpc_method_handler(
-            functools.partial(stream, handler.unary_stream),
+            functools.partial(around, handler.unary_stream),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -115,13 +120,16 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
     Authentication applies to the services in ``protected``: health and
     reflection stay open for probes and tooling. The log line is
     ``rpc method=... status=... duration_ms=... peer=... principal=...``.
-    Both jobs share one wrapper, so a streamed message passes one extra
-    generator layer, not two.
+    Both jobs share one wrapper, built once per method.
     """
 
     def __init__(self, protected: set[str]) -> None:
         self.protected = protected
         self.authenticator = Authenticator()
+        # method -> (the handler grpc resolved, its wrapper): a burst of
+        # thousands of Subscribe calls shares one wrapper instead of building
+        # closures per call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -130,6 +138,14 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap_method(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap_method(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service = method.lstrip("/").split("/", 1)[0]
         authenticate = self.authenticator.authenticate if service in self.protected else None
 

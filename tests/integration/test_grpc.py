@@ -220,6 +220,19 @@ async def test_health__running_server__serving_for_all_and_for_the_service(chann
     assert service.status == health_pb2.HealthCheckResponse.SERVING
 
 
+async def test_health_watch__status_changes__streamed_to_the_watcher(grpc_service, channel):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service="datastream.DataService"))
+    first = await asyncio.wait_for(call.read(), 10)
+    await grpc_service.health.set("datastream.DataService", health_pb2.HealthCheckResponse.NOT_SERVING)
+    second = await asyncio.wait_for(call.read(), 10)
+    call.cancel()
+
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
 async def test_reflection__list_services__datastream_health_and_reflection(channel):
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
