@@ -456,10 +456,6 @@ async def run_size(run: Run, server: Server, n: int, *, first: bool, full: bool 
     run.log(f"{server.name}: started (pid {server.pid}) for N={n}")
     try:
         await run.bounded("warm-up", warm_up(server), 60)
-        if first and full:
-            unloaded_started = time.monotonic()
-            out["unloaded"] = await unloaded(run, server)
-            out["unloaded_s"] = time.monotonic() - unloaded_started
         core_started = time.monotonic()
         rss0 = rss_bytes(server.pid)
         opened = await run.step(
@@ -503,6 +499,12 @@ async def run_size(run: Run, server: Server, n: int, *, first: bool, full: bool 
         else:
             core_s = time.monotonic() - core_started
             out["core_s"] = core_s
+        if first and full:
+            # Last, with every stream closed: run before (a), the memory these
+            # tests free would be reused by the streams and hide their RSS.
+            unloaded_started = time.monotonic()
+            out["unloaded"] = await unloaded(run, server)
+            out["unloaded_s"] = time.monotonic() - unloaded_started
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(run.pool.close(), 30)
