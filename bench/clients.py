@@ -11,10 +11,12 @@ import asyncio
 import base64
 import json
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 import grpc
 from aetcd import rpc as etcdrpc  # type: ignore[import-untyped]
 
+from bench.common import KEY_DESCRIPTION
 from protos import datastream_pb2
 
 OURS_SUBSCRIBE = "/datastream.DataService/Subscribe"
@@ -122,16 +124,27 @@ class HttpClient:
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
+        self.cookies: dict[str, str] = {}
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        """Send one request on the kept-alive connection; return status and body."""
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        """Send one request on the kept-alive connection; return status and body (cookies set: ``self.cookies``)."""
         if self._writer is None or self._reader is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept: application/json\r\n"
+        for name, value in (headers or {}).items():
+            head += f"{name}: {value}\r\n"
         if body is not None:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
         self._writer.write(head.encode() + b"\r\n" + (body or b""))
         await self._writer.drain()
         status_line = await self._reader.readline()
@@ -149,6 +162,10 @@ class HttpClient:
                 length = int(value.strip())
             elif name.strip().lower() == "transfer-encoding" and "chunked" in value.lower():
                 chunked = True
+            elif name.strip().lower() == "set-cookie":
+                cookie, _, _ = value.strip().partition(";")
+                cookie_name, _, cookie_value = cookie.partition("=")
+                self.cookies[cookie_name] = cookie_value
         if chunked:
             payload = b""
             while True:
@@ -193,6 +210,58 @@ class RestPush:
         if status != 200:
             raise RuntimeError(f"REST sync answered {status}: {answer[:200]!r}")
         return len(json.loads(answer)["data"])
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self.http.close()
+
+
+class AdminSave:
+    """An operator saving a setting's change form in datastream's admin: a logged-in session, one POST per value."""
+
+    def __init__(self, host: str, port: int, username: str, password: str, pks: dict[str, int]) -> None:
+        self.http = HttpClient(host, port)
+        self.username = username
+        self.password = password
+        # Setting primary keys by key: the change form's URL.
+        self.pks = pks
+
+    def _cookie_header(self) -> dict[str, str]:
+        return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.http.cookies.items())}
+
+    async def _post_form(self, path: str, fields: dict[str, str]) -> tuple[int, bytes]:
+        body = urlencode({**fields, "csrfmiddlewaretoken": self.http.cookies.get("csrftoken", "")}).encode()
+        return await self.http.request(
+            "POST", path, body, content_type="application/x-www-form-urlencoded", headers=self._cookie_header()
+        )
+
+    async def login(self) -> None:
+        """Log in once, as a browser would: the login page sets the CSRF cookie, the form posts the credentials."""
+        await self.http.request("GET", "/admin/login/")
+        status, answer = await self._post_form(
+            "/admin/login/?next=/admin/", {"username": self.username, "password": self.password, "next": "/admin/"}
+        )
+        if status != 302 or "sessionid" not in self.http.cookies:
+            raise RuntimeError(f"admin login answered {status}: {answer[:200]!r}")
+
+    async def push(self, key: str, value: int) -> None:
+        """Save the int ``value`` through ``key``'s change form; raise unless the admin redirected (saved)."""
+        if "sessionid" not in self.http.cookies:
+            await self.login()
+        fields = {
+            "value": str(value),
+            "description": KEY_DESCRIPTION,
+            "history-TOTAL_FORMS": "0",
+            "history-INITIAL_FORMS": "0",
+            "_save": "Save",
+        }
+        status, answer = await self._post_form(f"/admin/datastream_app/setting/{self.pks[key]}/change/", fields)
+        if status != 302:
+            raise RuntimeError(f"admin save answered {status} (a form error?): {answer[:300]!r}")
+
+    async def sync(self, keys: list[str]) -> int:
+        """Not an admin operation."""
+        raise NotImplementedError
 
     async def close(self) -> None:
         """Close the connection."""

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 HOT_KEY = "bench.hot"
 KEY_COUNT = 1000
+# The description seeded keys carry (an admin save posts it back unchanged).
+KEY_DESCRIPTION = "benchmark key"
 KEYS = [f"bench.k{i:04d}" for i in range(KEY_COUNT)]
 ALL_KEYS = [HOT_KEY, *KEYS]
 

@@ -169,6 +169,7 @@ def markdown_tables(results: dict[str, Any]) -> str:
         ],
         floor=True,
     )
+    lines += admin_table(results)
     lines += size_table(
         res,
         f"(b) {plan.get('b_updates')} updates to random keys of 1,000, {plan.get('b_interval', 0) * 1000:.0f} ms "
@@ -194,6 +195,40 @@ def markdown_tables(results: dict[str, Any]) -> str:
     lines += throughput_table(results)
     lines += scaleout_table(results)
     return "\n".join(lines)
+
+
+def admin_table(results: dict[str, Any]) -> list[str]:
+    """Admin save to subscriber, beside (a)'s PushUpdate and etcd's Put at the same N."""
+    res = results.get("results", {})
+    plan = results.get("plan", {})
+    n = plan.get("loaded_size")
+    admin = lookup(res, OURS, n, "admin")
+    if not admin:
+        return []
+    push = lookup(res, OURS, n, "a") or {}
+    put = lookup(res, ETCD, n, "a") or {}
+    lines = [
+        f"### Admin save to subscriber, N = {n:,}",
+        "",
+        f"{plan.get('admin_updates')} saves of the hot key's change form in datastream's admin "
+        f"({plan.get('a_interval', 0) * 1000:.0f} ms apart, a logged-in session on one kept-alive HTTP/1.1 "
+        "connection, CSRF token and all, as a browser posts it), received by the same subscribers as (a). "
+        "The timestamp is taken before the POST, so the figure includes the admin's form handling, the save, "
+        "its history row and the redirect. Beside it, (a)'s PushUpdate and etcd's Put at the same N.",
+        "",
+        "| metric | admin save | PushUpdate (a) | admin / PushUpdate | etcd Put (a) | admin / etcd |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    for label, name in (
+        ("latency to the median subscriber, p50 over updates (ms)", "median_sub_p50_ms"),
+        ("latency to the last subscriber, p50 over updates (ms)", "last_sub_p50_ms"),
+        ("latency to the last subscriber, p99 over updates (ms)", "last_sub_p99_ms"),
+        ("server CPU per update (ms)", "cpu_ms_per_update"),
+        ("errors (failed saves, undelivered updates, dropped streams)", "errors"),
+    ):
+        a, b, c = admin.get(name), push.get(name), put.get(name)
+        lines.append(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio(a, b)} | {fmt(c)} | {ratio(a, c)} |")
+    return [*lines, ""]
 
 
 def production_sizes(results: dict[str, Any]) -> list[int]:

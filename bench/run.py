@@ -35,6 +35,8 @@ class Plan:
     optional_sizes: list[int]
     a_updates: int = 20
     a_interval: float = 0.2
+    # Admin saves at loaded_size subscribers, a_interval apart.
+    admin_updates: int = 10
     b_updates: int = 200
     b_interval: float = 0.02
     b_keys: int = 10
@@ -65,6 +67,7 @@ def make_plan(quick: bool) -> Plan:
             sizes=[100],
             optional_sizes=[],
             a_updates=5,
+            admin_updates=3,
             b_updates=30,
             push_seconds=1.0,
             sync_seconds=0.7,
@@ -159,6 +162,22 @@ class FanoutTarget(Protocol):
     @property
     def pids(self) -> list[int]:
         """The processes whose CPU is the fan-out's cost."""
+
+
+class AdminTarget:
+    """datastream with its values saved by an operator in the admin (fanout()'s pushes become admin saves)."""
+
+    def __init__(self, server: Datastream) -> None:
+        self.server = server
+
+    def client(self) -> KeyValueClient:
+        """A logged-in admin session (it logs in on its first save)."""
+        return self.server.admin()
+
+    @property
+    def pids(self) -> list[int]:
+        """The server process: its admin and its fan-out are one process in the embedded profile."""
+        return self.server.pids
 
 
 def summarize_ready(answer: dict[str, Any], n: int) -> dict[str, Any]:
@@ -488,6 +507,18 @@ async def run_size(run: Run, server: Server, n: int, *, first: bool, full: bool 
             f"  (a) last subscriber p50 {out['a']['last_sub_p50_ms']:.1f} ms, "
             f"{out['a']['cpu_ms_per_update']:.2f} ms CPU/update, errors {out['a']['errors']}"
         )
+        if isinstance(server, Datastream) and full and n == plan.loaded_size:
+            # Same subscribers and key as (a), the value saved through the admin's change form instead.
+            out["admin"] = await run.step(
+                server,
+                n,
+                "admin saves",
+                fanout(AdminTarget(server), run.pool, [HOT_KEY] * plan.admin_updates, plan.a_interval, 30),
+            )
+            run.log(
+                f"  admin save -> last subscriber p50 {out['admin']['last_sub_p50_ms']:.1f} ms, "
+                f"errors {out['admin']['errors']}"
+            )
         out["c"] = await run.step(server, n, "workload (c)", reconnect(server, run.pool, n, timeout=open_timeout(n)))
         out["c"]["errors"] += sum((await run.bounded("close (c)", run.pool.close())).values())
         run.log(

@@ -6,8 +6,8 @@ import os
 import sys
 
 
-def main() -> int:
-    """Insert every benchmark key with value 0 and consecutive revisions, once."""
+def main(argv: list[str]) -> int:
+    """Insert every benchmark key with value 0 and consecutive revisions, once (``--print-pk KEY``: print its pk)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings_service.settings")
     import django
 
@@ -15,8 +15,12 @@ def main() -> int:
     from django.db import transaction
     from django.utils import timezone
 
-    from bench.common import ALL_KEYS
+    from bench.common import ALL_KEYS, KEY_DESCRIPTION
     from datastream_app.models import Revision, Setting
+
+    if argv[:1] == ["--print-pk"]:
+        print(Setting.objects.get(key=argv[1]).pk)
+        return 0
 
     if Setting.objects.filter(key__in=ALL_KEYS).exists():
         return 0
@@ -31,7 +35,7 @@ def main() -> int:
                     key=key,
                     value_type="int",
                     value=b"0",
-                    description="benchmark key",
+                    description=KEY_DESCRIPTION,
                     revision=start + i + 1,
                     updated_at=now,
                 )
@@ -45,4 +49,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

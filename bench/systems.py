@@ -12,12 +12,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.clients import EtcdClient, HttpClient, OursClient
+from bench.clients import AdminSave, EtcdClient, HttpClient, OursClient
 from bench.common import ALL_KEYS, ETCD, FLOOR, HOT_KEY, OURS
 from bench.procs import SERVER_CORE, free_port, spawn, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 60.0
+# The admin user the harness creates in its throwaway database.
+ADMIN_USER = "bench"
+ADMIN_PASSWORD = "bench-admin-password"
 
 
 def memory_dir(prefix: str) -> Path:
@@ -117,17 +120,32 @@ class Datastream(Server):
         }
         self.env["DATASTREAM_VAR_DIR"] = str(self.var_dir)
         self.env["PYTHONUNBUFFERED"] = "1"
+        self.pks: dict[str, int] = {}
 
     def prepare(self) -> None:
-        """Migrate the empty database and create the benchmark keys."""
+        """Migrate the empty database, create the benchmark keys and an admin user for the admin-save figure."""
+        env = {**self.env, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD}
         for argv in (
             [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
             [sys.executable, "-m", "bench.seed"],
+            [sys.executable, "manage.py", "createsuperuser", "--noinput", "--username", ADMIN_USER, "--email", ""],
         ):
             with open(self.log_path, "ab") as log:
-                subprocess.run(
-                    argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=180
-                )
+                subprocess.run(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=180)
+        found = subprocess.run(
+            [sys.executable, "-m", "bench.seed", "--print-pk", HOT_KEY],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        self.pks = {HOT_KEY: int(found.stdout.split()[-1])}
+
+    def admin(self) -> AdminSave:
+        """An operator's admin session on this server."""
+        return AdminSave("127.0.0.1", self.http_port, ADMIN_USER, ADMIN_PASSWORD, self.pks)
 
     async def start(self) -> None:
         """Serve on fresh loopback ports, pinned to the server core, and wait until both answer."""
