@@ -70,22 +70,27 @@ class Server:
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited at start; see {self.log_path}")
-            client = self.client()
             try:
-                await asyncio.wait_for(client.sync([HOT_KEY] if self.protocol == OURS else [ALL_KEYS[1]]), 2.0)
-                http = HttpClient("127.0.0.1", self.http_port)
-                try:
-                    status, _ = await asyncio.wait_for(http.request("GET", self.health_path), 2.0)
-                finally:
-                    await http.close()
-                if status == 200:
+                if await self._answers():
                     return
             except Exception as error:  # not up yet
                 last = error
-            finally:
-                await client.close()
             await asyncio.sleep(0.1)
         raise RuntimeError(f"{self.name} not ready in {START_TIMEOUT:.0f}s ({last}); see {self.log_path}")
+
+    async def _answers(self) -> bool:
+        """Whether a gRPC read and the HTTP health path both answer."""
+        client = self.client()
+        try:
+            await asyncio.wait_for(client.sync([HOT_KEY] if self.protocol == OURS else [ALL_KEYS[1]]), 2.0)
+        finally:
+            await client.close()
+        http = HttpClient("127.0.0.1", self.http_port)
+        try:
+            status, _ = await asyncio.wait_for(http.request("GET", self.health_path), 2.0)
+        finally:
+            await http.close()
+        return status == 200
 
     health_path = "/"
 
@@ -298,23 +303,13 @@ class Floor(Server):
         self.process = spawn(argv, log=self.log_path, env=self.env, cwd=ROOT, core=SERVER_CORE)
         await self._wait_ready()
 
-    async def _wait_ready(self) -> None:
+    async def _answers(self) -> bool:
         # No HTTP side: a Sync of the hot key answering is readiness.
-        deadline = time.monotonic() + START_TIMEOUT
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited at start; see {self.log_path}")
-            client = self.client()
-            try:
-                if await asyncio.wait_for(client.sync([HOT_KEY]), 2.0) == 1:
-                    return
-            except Exception as error:  # not up yet
-                last = error
-            finally:
-                await client.close()
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready in {START_TIMEOUT:.0f}s ({last}); see {self.log_path}")
+        client = self.client()
+        try:
+            return await asyncio.wait_for(client.sync([HOT_KEY]), 2.0) == 1
+        finally:
+            await client.close()
 
     def client(self) -> OursClient:
         """A datastream gRPC client: the floor speaks the same protocol."""

@@ -23,8 +23,8 @@ logger = logging.getLogger("datastream.rpc")
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
 # Runs around one call: (call it, request, context) -> result.
-UnaryAround = Callable[[Callable[..., Awaitable[Any]], Any, grpc.aio.ServicerContext], Awaitable[Any]]
-StreamAround = Callable[[Callable[..., AsyncIterator[Any]], Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+CoroutineAround = Callable[[Callable[..., Awaitable[Any]], Any, grpc.aio.ServicerContext], Awaitable[Any]]
+GeneratorAround = Callable[[Callable[..., AsyncIterator[Any]], Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
 
 _principal: ContextVar[Principal | None] = ContextVar("datastream_principal", default=None)
 
@@ -34,14 +34,16 @@ def current_principal() -> Principal:
     return _principal.get() or SYSTEM
 
 
-def _wrap(handler: grpc.RpcMethodHandler, unary: UnaryAround, stream: StreamAround) -> grpc.RpcMethodHandler:
+def _wrap(
+    handler: grpc.RpcMethodHandler, coroutine: CoroutineAround, generator: GeneratorAround
+) -> grpc.RpcMethodHandler:
     # Wrapping the behaviour (not just intercepting) runs our code in the
     # call's own task, so context variables set here reach the servicer.
     # partial, not a closure: grpc looks through a partial to tell coroutine
     # from async-generator handlers.
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            functools.partial(unary, handler.unary_unary),
+            functools.partial(coroutine, handler.unary_unary),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -49,7 +51,7 @@ def _wrap(handler: grpc.RpcMethodHandler, unary: UnaryAround, stream: StreamArou
         # A handler that writes with context.write() is a coroutine and is
         # wrapped as one; only generator handlers take the generator wrapper,
         # which costs a resume per streamed message.
-        around = stream if inspect.isasyncgenfunction(handler.unary_stream) else unary
+        around = generator if inspect.isasyncgenfunction(handler.unary_stream) else coroutine
         return grpc.unary_stream_rpc_method_handler(
             functools.partial(around, handler.unary_stream),
             request_deserializer=handler.request_deserializer,
@@ -162,7 +164,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 getattr(_principal.get(), "name", "-"),
             )
 
-        async def unary(call: Callable[..., Awaitable[Any]], request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def coroutine(
+            call: Callable[..., Awaitable[Any]], request: Any, context: grpc.aio.ServicerContext
+        ) -> Any:
             started, peer = time.perf_counter(), context.peer()
             code = grpc.StatusCode.UNKNOWN
             try:
@@ -180,7 +184,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 log(started, code, peer)
 
-        async def stream(
+        async def generator(
             call: Callable[..., AsyncIterator[Any]], request: Any, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
             started, peer = time.perf_counter(), context.peer()
@@ -202,4 +206,4 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 log(started, code, peer)
 
-        return _wrap(handler, unary, stream)
+        return _wrap(handler, coroutine, generator)
