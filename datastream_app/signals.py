@@ -1,11 +1,12 @@
-"""Model signals: a committed change of a Setting is published; a rolled-back one is not."""
+"""Signals: committed Setting changes are published, rolled-back ones are not; requests give their connections back."""
 
 from __future__ import annotations
 
 from functools import partial
 from typing import Any
 
-from django.db import transaction
+from django.core.signals import request_finished
+from django.db import connections, transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils import timezone
@@ -48,3 +49,16 @@ def publish_delete(sender: type[Setting], instance: Setting, **kwargs: Any) -> N
             deleted=True,
         )
         transaction.on_commit(partial(publisher.publish, entry), robust=True)
+
+
+@receiver(request_finished, dispatch_uid="datastream_close_request_connections")
+def close_request_connections(**kwargs: Any) -> None:
+    """Close (or, pooled, give back) the database connections of the request that just finished.
+
+    Under ASGI each request runs its sync code in a thread of its own that ends
+    with the request, so a connection kept open for reuse (CONN_MAX_AGE) is
+    never reused: it lingers until garbage collection. Hundreds of SQLite files
+    and dozens of PostgreSQL backends stayed open under a steady REST load.
+    """
+    for connection in connections.all(initialized_only=True):
+        connection.close()

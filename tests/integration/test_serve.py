@@ -111,6 +111,24 @@ def test_serve__rest_push__reaches_grpc_subscriber_in_the_same_process(embedded)
     assert update.data["max_connections"].value == b"20"
 
 
+def test_serve__many_rest_requests__database_connections_do_not_pile_up(embedded):
+    base = f"http://127.0.0.1:{embedded['HTTP_PORT']}"
+    process = PROCESSES[embedded["HTTP_PORT"]]
+    database = Path(embedded["DATASTREAM_VAR_DIR"]) / "datastream.sqlite3"
+
+    def open_database_files() -> int:
+        fds = Path(f"/proc/{process.pid}/fd")
+        return sum(1 for fd in fds.iterdir() if os.path.realpath(fd).startswith(str(database)))
+
+    for value in range(60):
+        http_json(f"{base}/api/v1/push", {"key": "max_connections", "value": value})
+        http_json(f"{base}/api/v1/sync?keys=max_connections")
+
+    # Each request runs in a thread of its own: a connection kept for reuse
+    # would stay open with its -wal and -shm files, three descriptors a request.
+    assert open_database_files() <= 12
+
+
 def test_serve__sigterm__streams_end_unavailable_and_process_exits_zero(embedded):
     with grpc.insecure_channel(f"127.0.0.1:{embedded['GRPC_PORT']}") as channel:
         stream = datastream_pb2_grpc.DataServiceStub(channel).Subscribe(datastream_pb2.DataRequest(), timeout=30)
