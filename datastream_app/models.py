@@ -80,7 +80,10 @@ class Setting(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Validate, then save with a new revision and a history row if the value changed."""
         self.validate_value()
-        with transaction.atomic():
+        # No savepoint when nested (a push's or the admin's transaction): a
+        # failure here fails the caller's whole transaction anyway, and a
+        # savepoint costs two more statements per change.
+        with transaction.atomic(savepoint=False):
             old: dict[str, Any] | None = None
             # A caller that read the row under lock in this transaction hands its
             # values over (ModelStore.put); anyone else may hold a stale instance.
