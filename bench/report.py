@@ -170,6 +170,7 @@ def markdown_tables(results: dict[str, Any]) -> str:
         floor=True,
     )
     lines += admin_table(results)
+    lines += own_connections_table(results)
     lines += size_table(
         res,
         f"(b) {plan.get('b_updates')} updates to random keys of 1,000, {plan.get('b_interval', 0) * 1000:.0f} ms "
@@ -195,6 +196,38 @@ def markdown_tables(results: dict[str, Any]) -> str:
     lines += throughput_table(results)
     lines += scaleout_table(results)
     return "\n".join(lines)
+
+
+def own_connections_table(results: dict[str, Any]) -> list[str]:
+    """Workload (a) with one connection per subscriber, for each system, at loaded_size."""
+    res = results.get("results", {})
+    plan = results.get("plan", {})
+    n = plan.get("loaded_size")
+    ours, etcd, floor = (lookup(res, system, n, "a1") or {} for system in (OURS, ETCD, FLOOR))
+    if not ours:
+        return []
+    lines = [
+        f"### (a) with one connection per subscriber, N = {n:,}",
+        "",
+        f"{plan.get('a1_updates')} updates {plan.get('a_interval', 0) * 1000:.0f} ms apart to one key, every "
+        "subscriber on it with a connection of its own (the tables above put 100 streams on a connection), "
+        "on the same server right after (c) (so no RSS figure: it would reuse what (c)'s streams freed).",
+        "",
+        "| metric | datastream | etcd | datastream / etcd | floor | datastream / floor |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    rows: list[tuple[str, tuple[str, ...]]] = [
+        ("latency to the median subscriber, p50 over updates (ms)", ("a", "median_sub_p50_ms")),
+        ("latency to the last subscriber, p50 over updates (ms)", ("a", "last_sub_p50_ms")),
+        ("latency to the last subscriber, p99 over updates (ms)", ("a", "last_sub_p99_ms")),
+        ("server CPU per update (ms)", ("a", "cpu_ms_per_update")),
+        ("opening N connections and streams, until the last holds its first value (ms)", ("open", "all_ready_ms")),
+        ("errors (dropped/cancelled streams, undelivered updates, failed pushes)", ("a", "errors")),
+    ]
+    for label, path in rows:
+        a, b, c = (lookup(result, *path) for result in (ours, etcd, floor))
+        lines.append(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio(a, b)} | {fmt(c)} | {ratio(a, c)} |")
+    return [*lines, ""]
 
 
 def admin_table(results: dict[str, Any]) -> list[str]:

@@ -37,6 +37,8 @@ class Plan:
     a_interval: float = 0.2
     # Admin saves at loaded_size subscribers, a_interval apart.
     admin_updates: int = 10
+    # Workload (a) at loaded_size subscribers with one connection each.
+    a1_updates: int = 10
     b_updates: int = 200
     b_interval: float = 0.02
     b_keys: int = 10
@@ -68,6 +70,7 @@ def make_plan(quick: bool) -> Plan:
             optional_sizes=[],
             a_updates=5,
             admin_updates=3,
+            a1_updates=3,
             b_updates=30,
             push_seconds=1.0,
             sync_seconds=0.7,
@@ -466,6 +469,37 @@ async def workload_b(run: Run, server: Server, n: int, out: dict[str, Any], core
     return core_s
 
 
+async def own_connections(run: Run, server: Server, n: int) -> dict[str, Any]:
+    """Workload (a) again with every subscriber on a connection of its own, as a fleet of single clients."""
+    plan = run.plan
+    opened = await run.step(
+        server,
+        n,
+        "open (a), one connection each",
+        run.pool.open(
+            server.protocol,
+            server.grpc_target,
+            [[HOT_KEY]] * n,
+            per_channel=1,
+            limit=plan.open_limit,
+            timeout=open_timeout(n),
+        ),
+    )
+    out: dict[str, Any] = {"open": summarize_ready(opened, n)}
+    out["a"] = await run.step(
+        server,
+        n,
+        "workload (a), one connection each",
+        fanout(server, run.pool, [HOT_KEY] * plan.a1_updates, plan.a_interval, drain_timeout=30),
+    )
+    out["a"]["errors"] += sum((await run.bounded("close (a), one connection each", run.pool.close())).values())
+    run.log(
+        f"  (a) one connection each: last subscriber p50 {out['a']['last_sub_p50_ms']:.1f} ms, "
+        f"errors {out['a']['errors']}"
+    )
+    return out
+
+
 async def run_size(run: Run, server: Server, n: int, *, first: bool, full: bool = True) -> dict[str, Any]:
     """Every workload at ``n`` subscribers on a freshly started server (not ``full``: only RSS, (a) and (c))."""
     plan = run.plan
@@ -528,6 +562,8 @@ async def run_size(run: Run, server: Server, n: int, *, first: bool, full: bool 
             f"  (c) all {n} resubscribed in {(out['c']['all_ready_ms'] or float('nan')):.0f} ms, "
             f"errors {out['c']['errors']}"
         )
+        if n == plan.loaded_size:
+            out["a1"] = await own_connections(run, server, n)
         if full:
             core_s = await workload_b(run, server, n, out, core_started)
         else:
