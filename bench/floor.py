@@ -15,7 +15,6 @@ import asyncio
 import gc
 import signal
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -64,13 +63,31 @@ def frame(key: str, value: bytes, revision: int, updated_at_ns: int) -> bytes:
 
 
 class Stream:
-    """One Subscribe stream: the latest unsent frame per key and the event that wakes it."""
+    """One Subscribe stream: the latest unsent frame per key and, while it waits, the future that wakes it."""
 
-    __slots__ = ("event", "pending")
+    __slots__ = ("pending", "waiter")
 
     def __init__(self) -> None:
         self.pending: dict[str, bytes] = {}
-        self.event = asyncio.Event()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def offer(self, key: str, encoded: bytes) -> None:
+        """Queue ``encoded`` as the latest frame of ``key`` and wake the stream if it waits."""
+        self.pending[key] = encoded
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next_frame(self) -> bytes:
+        """Wait for pending frames and return them as one DataResponse."""
+        while not self.pending:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        pending, self.pending = self.pending, {}
+        return b"".join(pending.values())
 
 
 class Store:
@@ -132,10 +149,10 @@ class FloorServicer:
             raise  # abort() raises; this line only tells readers that nothing follows
         return self.store.snapshot(keys)
 
-    async def Subscribe(
-        self, request: datastream_pb2.DataRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
+    async def Subscribe(self, request: datastream_pb2.DataRequest, context: grpc.aio.ServicerContext) -> None:
         """The current values, then one message per wake-up with the latest value of each changed key."""
+        # A coroutine writing with context.write() and a bare future per stream:
+        # the leanest grpc.aio streaming shape, as datastream's servicer uses.
         try:
             keys = self.store.keys_of(request)
         except KeyError as exc:
@@ -146,12 +163,9 @@ class FloorServicer:
         for key in keys:
             self.store.streams[key].add(stream)
         try:
-            yield self.store.snapshot(keys)
+            await context.write(self.store.snapshot(keys))
             while True:
-                await stream.event.wait()
-                stream.event.clear()
-                pending, stream.pending = stream.pending, {}
-                yield b"".join(pending.values())
+                await context.write(await stream.next_frame())
         finally:
             for key in keys:
                 self.store.streams[key].discard(stream)
@@ -169,8 +183,7 @@ class FloorServicer:
             raise  # abort() raises; this line only tells readers that nothing follows
         encoded = self.store.set(request.key, value, time.time_ns())
         for stream in self.store.streams[request.key]:
-            stream.pending[request.key] = encoded
-            stream.event.set()
+            stream.offer(request.key, encoded)
         # google.protobuf.Empty serialises to no bytes.
         return b""
 

@@ -144,10 +144,11 @@ def fanout_rows(workload: str) -> list[Row]:
 
 FLOOR_NOTE = (
     "floor: `bench/floor.py`, a bare grpc.aio server on datastream's wire protocol (Subscribe, PushUpdate, "
-    "Sync over a dict, each change serialised once and its bytes handed to every stream), with datastream's "
-    "server options, uvloop and GC tuning, and no Django, database, channel layer, interceptors or logging: "
-    "the least a grpc.aio server costs here. It runs (a) and (c) only, in the same run, pinned like the "
-    "others. datastream / floor near 1: grpc.aio's own cost dominates."
+    "Sync over a dict, each change serialised once and its bytes handed to every stream; streams write with "
+    "`context.write()` and wait on a bare future), with datastream's server options, uvloop and GC tuning, "
+    "and no Django, database, channel layer, interceptors or logging: the least a grpc.aio server costs here. "
+    "It runs (a), (c) and the one-connection run only, in the same run, pinned like the others. "
+    "datastream / floor near 1: grpc.aio's own cost dominates."
 )
 
 
