@@ -423,24 +423,32 @@ async def unloaded(run: Run, server: Server) -> dict[str, Any]:
     return out
 
 
-async def workload_b(run: Run, server: Server, n: int, out: dict[str, Any], core_started: float) -> float:
-    """Workload (b), then the loaded push throughput at its size; return the seconds since ``core_started``."""
-    plan = run.plan
-    subs = b_layout(n, plan.b_keys, plan.seed)
+async def open_streams(
+    run: Run, server: Server, subs: list[list[str]], what: str, *, per_channel: int
+) -> dict[str, Any]:
+    """Open one Subscribe (or watch) per entry of ``subs`` in the worker pool; when the median and last were ready."""
+    n = len(subs)
     opened = await run.step(
         server,
         n,
-        "open (b)",
+        what,
         run.pool.open(
             server.protocol,
             server.grpc_target,
             subs,
-            per_channel=plan.per_channel,
-            limit=plan.open_limit,
+            per_channel=per_channel,
+            limit=run.plan.open_limit,
             timeout=open_timeout(n),
         ),
     )
-    out["open_b"] = summarize_ready(opened, n)
+    return summarize_ready(opened, n)
+
+
+async def workload_b(run: Run, server: Server, n: int, out: dict[str, Any], core_started: float) -> float:
+    """Workload (b), then the loaded push throughput at its size; return the seconds since ``core_started``."""
+    plan = run.plan
+    subs = b_layout(n, plan.b_keys, plan.seed)
+    out["open_b"] = await open_streams(run, server, subs, "open (b)", per_channel=plan.per_channel)
     rng = random.Random(plan.seed + 7)
     keys = [rng.choice(KEYS) for _ in range(plan.b_updates)]
     out["b"] = await run.step(
@@ -472,20 +480,9 @@ async def workload_b(run: Run, server: Server, n: int, out: dict[str, Any], core
 async def own_connections(run: Run, server: Server, n: int) -> dict[str, Any]:
     """Workload (a) again with every subscriber on a connection of its own, as a fleet of single clients."""
     plan = run.plan
-    opened = await run.step(
-        server,
-        n,
-        "open (a), one connection each",
-        run.pool.open(
-            server.protocol,
-            server.grpc_target,
-            [[HOT_KEY]] * n,
-            per_channel=1,
-            limit=plan.open_limit,
-            timeout=open_timeout(n),
-        ),
-    )
-    out: dict[str, Any] = {"open": summarize_ready(opened, n)}
+    out: dict[str, Any] = {
+        "open": await open_streams(run, server, [[HOT_KEY]] * n, "open (a), one connection each", per_channel=1)
+    }
     out["a"] = await run.step(
         server,
         n,
@@ -512,20 +509,7 @@ async def run_size(run: Run, server: Server, n: int, *, first: bool, full: bool 
         await run.bounded("warm-up", warm_up(server), 60)
         core_started = time.monotonic()
         rss0 = rss_bytes(server.pid)
-        opened = await run.step(
-            server,
-            n,
-            "open (a)",
-            run.pool.open(
-                server.protocol,
-                server.grpc_target,
-                [[HOT_KEY]] * n,
-                per_channel=plan.per_channel,
-                limit=plan.open_limit,
-                timeout=open_timeout(n),
-            ),
-        )
-        out["open_a"] = summarize_ready(opened, n)
+        out["open_a"] = await open_streams(run, server, [[HOT_KEY]] * n, "open (a)", per_channel=plan.per_channel)
         out["rss_per_stream_kib"] = (rss_bytes(server.pid) - rss0) / n / 1024
         run.log(
             f"  {server.name} N={n}: {out['open_a']['ready']} streams open in "
