@@ -39,17 +39,21 @@ def new_channel(target: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(target, options=channel_options())
 
 
-class KeyValueClient(Protocol):
-    """What the harness needs from either system for writes and reads."""
+class Pusher(Protocol):
+    """What fanout() needs: a way to set a key."""
 
     async def push(self, key: str, value: int) -> None:
         """Set ``key`` to the int ``value``."""
 
-    async def sync(self, keys: list[str]) -> int:
-        """Read the current values of ``keys``; return how many came back."""
-
     async def close(self) -> None:
         """Close the connection."""
+
+
+class KeyValueClient(Pusher, Protocol):
+    """What the harness needs from either system for writes and reads."""
+
+    async def sync(self, keys: list[str]) -> int:
+        """Read the current values of ``keys``; return how many came back."""
 
 
 class OursClient:
@@ -258,10 +262,6 @@ class AdminSave:
         status, answer = await self._post_form(f"/admin/datastream_app/setting/{self.pks[key]}/change/", fields)
         if status != 302:
             raise RuntimeError(f"admin save answered {status} (a form error?): {answer[:300]!r}")
-
-    async def sync(self, keys: list[str]) -> int:
-        """Not an admin operation."""
-        raise NotImplementedError
 
     async def close(self) -> None:
         """Close the connection."""

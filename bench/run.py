@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench import report
-from bench.clients import AdminSave, KeyValueClient, OursClient, RestSync
+from bench.clients import AdminSave, OursClient, Pusher, RestSync
 from bench.common import ETCD, FLOOR, HOT_KEY, KEYS, OURS, percentile
 from bench.pool import WorkerPool
 from bench.procs import CLIENT_CORE, SERVER_CORE, CoreMeter, CpuMeter, pin_self_to_client_core, rss_bytes
@@ -159,7 +159,7 @@ class Run:
 class FanoutTarget(Protocol):
     """What fanout() pushes to and meters: one server, or a topology of several processes."""
 
-    def client(self) -> KeyValueClient:
+    def client(self) -> Pusher:
         """A client whose push() sets a key."""
 
     @property
@@ -174,7 +174,7 @@ class AdminTarget:
         self.server = server
         self.session = session
 
-    def client(self) -> KeyValueClient:
+    def client(self) -> Pusher:
         """The admin session, logged in beforehand: the login's password hashing is not part of a save."""
         return self.session
 
