@@ -1,4 +1,4 @@
-"""App config: connects the publishing signals and registers system checks."""
+"""App config: connects the signal receivers and registers system checks."""
 
 from __future__ import annotations
 

@@ -6,12 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 from django import forms
 
-from datastream_app import codec
+from datastream_app import codec, services
 from datastream_app.codec import ValueType
-from datastream_app.exceptions import InvalidKey, InvalidValue
+from datastream_app.exceptions import DatastreamError, InvalidArgument
 from datastream_app.models import Setting
-from datastream_app.stores import store_for_key
-from datastream_app.stores.model import ModelStore
 
 
 class BoolInput(forms.CheckboxInput):
@@ -108,47 +106,30 @@ class SettingForm(_SettingModelForm):
             return ValueType.STRING
 
     def clean_key(self) -> str:
-        """Keys follow the one key rule."""
-        key = self.cleaned_data["key"]
+        """Keys follow the one key rule, and stay out of the external stores' mounts."""
         try:
-            codec.validate_key(key)
-        except InvalidKey as exc:
+            return services.check_new_key(str(self.cleaned_data["key"]))
+        except InvalidArgument as exc:
             raise forms.ValidationError(exc.message) from None
-        owner = store_for_key(key)
-        if owner is not None and not isinstance(owner, ModelStore):
-            raise forms.ValidationError(f"keys under {owner.prefix!r} are served by the store {owner.alias!r}")
-        return str(key)
 
     def clean(self) -> dict[str, Any]:
-        """Parse the value for its type and schema; errors land on the value field."""
+        """Check schema and value with the same service function as REST and gRPC; errors land on their field."""
         cleaned = super().clean() or {}
         schema = cleaned.get("json_schema")
-        if schema is not None:
-            try:
-                if self.kind is not ValueType.JSON:
-                    raise InvalidValue("a JSON Schema applies to json settings only")
-                codec.validate_schema(schema)
-            except InvalidValue as exc:
-                self.add_error("json_schema", exc.message)
-                return cleaned
+        try:
+            services.check_schema(kind=self.kind, schema=schema)
+        except InvalidArgument as exc:
+            self.add_error("json_schema", exc.message)
+            return cleaned
         if "value" not in cleaned:
             return cleaned
         raw = cleaned["value"]
+        # Number and checkbox fields hand over typed values; text boxes hand over text.
+        typed = self.kind in (ValueType.BOOL, ValueType.INT, ValueType.FLOAT)
         try:
-            if self.kind in (ValueType.BOOL, ValueType.INT, ValueType.FLOAT):
-                value = codec.check_python(self.kind, raw)
-            else:
-                value = codec.from_text(self.kind, raw or "", schema)
-            encoded = codec.encode_wire(self.kind, value)
-        except InvalidValue as exc:
-            self.add_error("value", exc.message)
-            return cleaned
-        from datastream_app.conf import datastream_settings
-
-        if len(encoded) > datastream_settings.MAX_VALUE_BYTES:
-            self.add_error(
-                "value", f"value is {len(encoded)} bytes; the limit is {datastream_settings.MAX_VALUE_BYTES} bytes"
+            self.instance.value = services.parse_value(
+                kind=self.kind, value=raw if typed else raw or "", encoding="python" if typed else "text", schema=schema
             )
-            return cleaned
-        self.instance.value = encoded
+        except DatastreamError as exc:
+            self.add_error("value", exc.message)
         return cleaned

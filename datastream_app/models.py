@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.validators import RegexValidator
-from django.db import connection, models, transaction
+from django.db import NotSupportedError, connection, models
 from django.utils import timezone
 
 from datastream_app import codec
@@ -49,6 +49,38 @@ class Revision(models.Model):
         return cls.objects.filter(pk=1).values_list("value", flat=True).first() or 0
 
 
+class SettingQuerySet(models.QuerySet["Setting"]):
+    """Bulk writes would skip the revision, the history and the publish: deletes go row by row, the rest refuse."""
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        """Delete each setting through ``Setting.delete()`` (a revision and a history row each)."""
+        count = 0
+        for setting in self:
+            count += setting.delete()[0]
+        return count, ({self.model._meta.label: count} if count else {})
+
+    delete.alters_data = True  # type: ignore[attr-defined]
+    delete.queryset_only = True  # type: ignore[attr-defined]
+
+    def update(self, **kwargs: Any) -> int:
+        """Refused: change settings with ``save()`` or ``datastream_app.services``."""
+        raise NotSupportedError(_BULK_REFUSED.format(method="update"))
+
+    def bulk_update(self, *args: Any, **kwargs: Any) -> int:
+        """Refused: change settings with ``save()`` or ``datastream_app.services``."""
+        raise NotSupportedError(_BULK_REFUSED.format(method="bulk_update"))
+
+    def bulk_create(self, *args: Any, **kwargs: Any) -> list[Setting]:
+        """Refused: create settings one by one with ``Setting.objects.create()``."""
+        raise NotSupportedError(_BULK_REFUSED.format(method="bulk_create"))
+
+
+_BULK_REFUSED = (
+    "Setting.objects.{method}() is not supported: it would change settings without a revision, a history row or a "
+    "publish. Save each setting (setting.save(), Setting.objects.create()) or use datastream_app.services."
+)
+
+
 class Setting(models.Model):
     """One typed setting. ``value`` holds the wire encoding of the value."""
 
@@ -70,6 +102,8 @@ class Setting(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
 
+    objects = SettingQuerySet.as_manager()
+
     class Meta:
         ordering = ["key"]
         permissions = [("view_secret_setting", "Can view values of secret settings")]
@@ -78,59 +112,27 @@ class Setting(models.Model):
         return self.key
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        """Validate, then save with a new revision and a history row if the value changed."""
+        """Validate, then write through the one write path (``recording.record_change``).
+
+        The edit is applied to the row as it is locked now, so an instance read
+        before someone else's change neither writes back its stale revision nor
+        loses that change from the history. A different value or type takes a
+        new revision and a history row and is published after commit. Django's
+        ``save()`` arguments (``force_insert``, ``using``, ``update_fields``) are
+        accepted for compatibility; every editable field is written.
+        """
+        from datastream_app.recording import record_change
+
         self.validate_value()
-        # No savepoint when nested (a push's or the admin's transaction): a
-        # failure here fails the caller's whole transaction anyway, and a
-        # savepoint costs two more statements per change.
-        with transaction.atomic(savepoint=False):
-            old: dict[str, Any] | None = None
-            # A caller that read the row under lock in this transaction hands its
-            # values over (ModelStore.put); anyone else may hold a stale instance.
-            locked = self.__dict__.pop("_datastream_locked_old", None)
-            if locked is not None:
-                old = {"value": locked[0], "value_type": locked[1]}
-            elif self.pk is not None:
-                row = Setting.objects.filter(pk=self.pk).values("value", "value_type").first()
-                old = dict(row) if row is not None else None
-            changed = old is None or bytes(old["value"]) != bytes(self.value) or old["value_type"] != self.value_type
-            if changed:
-                self.revision = Revision.next()
-                self.updated_at = timezone.now()
-                if kwargs.get("update_fields") is not None:
-                    kwargs["update_fields"] = {*kwargs["update_fields"], "revision", "updated_at", "value"}
-            self._datastream_changed = changed
-            super().save(*args, **kwargs)
-            if changed:
-                SettingChange.record(
-                    setting=self,
-                    secret=self.secret,
-                    key=self.key,
-                    value_type=self.value_type,
-                    old_value=None if old is None else bytes(old["value"]),
-                    new_value=bytes(self.value),
-                    revision=self.revision,
-                    changed_at=self.updated_at,
-                    action=SettingChange.CREATE if old is None else SettingChange.UPDATE,
-                )
+        lookup: dict[str, Any] = {"pk": self.pk} if self.pk is not None else {"key": self.key}
+        record_change(Setting, lookup=lookup, change=lambda row: self)
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
-        """Delete, taking a revision so subscribers' revision sequence stays gap-free."""
-        with transaction.atomic():
-            revision = Revision.next()
-            SettingChange.record(
-                setting=None,
-                secret=self.secret,
-                key=self.key,
-                value_type=self.value_type,
-                old_value=bytes(self.value),
-                new_value=None,
-                revision=revision,
-                changed_at=timezone.now(),
-                action=SettingChange.DELETE,
-            )
-            self._datastream_deleted_revision = revision
-            return super().delete(*args, **kwargs)
+        """Delete through the one write path: a revision, a history row, published after commit."""
+        from datastream_app.recording import record_change
+
+        result = record_change(Setting, lookup={"pk": self.pk}, change=lambda row: None)
+        return (1, {self._meta.label: 1}) if result.changed else (0, {})
 
     @property
     def type(self) -> ValueType:

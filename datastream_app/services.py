@@ -6,8 +6,8 @@ subclasses for anything a client did wrong.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
 
 from channels.db import DatabaseSyncToAsync
 
@@ -15,8 +15,17 @@ from datastream_app import codec
 from datastream_app.access import SYSTEM, Principal
 from datastream_app.changes import Entry
 from datastream_app.conf import datastream_settings
-from datastream_app.exceptions import LimitExceeded, NotFound, PermissionDenied, Unavailable
+from datastream_app.exceptions import (
+    InvalidKey,
+    InvalidValue,
+    LimitExceeded,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+from datastream_app.models import Setting
 from datastream_app.stores import Capability, Store, get_stores, store_for_key
+from datastream_app.stores.model import ModelStore
 
 
 def normalize_keys(keys: Iterable[str]) -> list[str]:
@@ -114,6 +123,49 @@ def _check_size(size: int) -> None:
         raise LimitExceeded(f"value is {size} bytes; the limit is {limit} bytes")
 
 
+# How a value arrives: gRPC's wire bytes, REST's JSON value (bytes as base64),
+# the admin's form text (bytes as base64), or an already typed Python value.
+Encoding = Literal["wire", "json", "text", "python"]
+_PARSERS: dict[str, Callable[[codec.ValueType, Any, dict[str, Any] | None], Any]] = {
+    "wire": codec.decode_wire,
+    "json": codec.from_json,
+    "text": codec.from_text,
+    "python": codec.check_python,
+}
+
+
+def parse_value(
+    *,
+    kind: codec.ValueType,
+    value: Any,
+    encoding: Encoding,
+    schema: dict[str, Any] | None = None,
+    hide_schema: bool = False,
+) -> bytes:
+    """The one place that knows the rules for a value: type, JSON Schema and size; returns canonical wire bytes.
+
+    Every interface calls it (REST, gRPC, the admin's form). ``hide_schema``
+    (a secret setting, a caller who may not read it) replaces a schema
+    violation's message, which can quote the schema's values, with one that
+    says only that the schema was not met.
+    """
+    if encoding == "wire":
+        # Refuse an oversized value before parsing it.
+        _check_size(len(value))
+    parse = _PARSERS[encoding]
+    if hide_schema and schema is not None:
+        parsed = parse(kind, value, None)
+        try:
+            codec.validate_against_schema(parsed, schema)
+        except InvalidValue:
+            raise InvalidValue("value does not match the JSON Schema of this secret setting") from None
+    else:
+        parsed = parse(kind, value, schema)
+    wire = codec.encode_wire(kind, parsed)
+    _check_size(len(wire))
+    return wire
+
+
 def _store_for(key: str, principal: Principal) -> Store:
     codec.validate_key(key)
     if not principal.can_write(key):
@@ -124,39 +176,85 @@ def _store_for(key: str, principal: Principal) -> Store:
     return store
 
 
-def push_wire(*, key: str, value: bytes, value_type: str = "", principal: Principal = SYSTEM) -> Entry:
-    """Set ``key`` from its wire bytes (gRPC PushUpdate): size, type and schema checked first."""
-    _check_size(len(value))
+def push(
+    *,
+    key: str,
+    value: Any,
+    encoding: Encoding,
+    value_type: str = "",
+    principal: Principal = SYSTEM,
+    expected_revision: int | None = None,
+) -> Entry:
+    """Set ``key`` to ``value``: the write every interface makes (checks, then the key's store records it).
+
+    The value is parsed for the key's type and JSON Schema as they are under the
+    key's lock. A writer who may not read a secret setting always takes a new
+    revision, even for the current value, so the answer cannot confirm a guess.
+    """
     if value_type:
         codec.parse_value_type(value_type)
     store = _store_for(key, principal)
-    return store.put(key, value_type=value_type, decode=lambda kind, schema: codec.decode_wire(kind, value, schema))
+    reads_secret = principal.can_read_secret(key)
+
+    def decode(kind: codec.ValueType, schema: dict[str, Any] | None, secret: bool) -> bytes:
+        return parse_value(
+            kind=kind, value=value, encoding=encoding, schema=schema, hide_schema=secret and not reads_secret
+        )
+
+    return store.put(
+        key,
+        value_type=value_type,
+        decode=decode,
+        expected_revision=expected_revision,
+        caller_reads_secrets=reads_secret,
+    )
+
+
+def push_wire(*, key: str, value: bytes, value_type: str = "", principal: Principal = SYSTEM) -> Entry:
+    """Set ``key`` from its wire bytes (gRPC PushUpdate)."""
+    return push(key=key, value=value, encoding="wire", value_type=value_type, principal=principal)
 
 
 def push_json(*, key: str, value: Any, value_type: str = "", principal: Principal = SYSTEM) -> Entry:
     """Set ``key`` from a JSON value (REST push); bytes values come as base64 text."""
-    if value_type:
-        codec.parse_value_type(value_type)
-    store = _store_for(key, principal)
-
-    def decode(kind: codec.ValueType, schema: dict[str, Any] | None) -> Any:
-        parsed = codec.from_json(kind, value, schema)
-        _check_size(len(codec.encode_wire(kind, parsed)))
-        return parsed
-
-    return store.put(key, value_type=value_type, decode=decode)
+    return push(key=key, value=value, encoding="json", value_type=value_type, principal=principal)
 
 
-def entry_json(entry: Entry) -> dict[str, Any]:
-    """The REST representation of an entry: the value typed by its value type."""
-    kind = codec.ValueType(entry.value_type)
-    return {
-        "key": entry.key,
-        "value": codec.to_json(kind, codec.decode_wire(kind, entry.value)),
-        "value_type": entry.value_type,
-        "updated_at": entry.updated_at.isoformat().replace("+00:00", "Z"),
-        "revision": entry.revision,
-    }
+def check_new_key(key: str) -> str:
+    """A key a new setting may take: valid, and not under an external store's mount."""
+    codec.validate_key(key)
+    owner = store_for_key(key)
+    if owner is not None and not isinstance(owner, ModelStore):
+        raise InvalidKey(f"keys under {owner.prefix!r} are served by the store {owner.alias!r}")
+    return key
+
+
+def check_schema(*, kind: codec.ValueType, schema: Any) -> None:
+    """A JSON Schema applies to json settings only, and must itself be valid."""
+    if schema is None:
+        return
+    if kind is not codec.ValueType.JSON:
+        raise InvalidValue("a JSON Schema applies to json settings only")
+    codec.validate_schema(schema)
+
+
+def save_setting(*, setting: Setting) -> Setting:
+    """Create a setting, or save an edit of one (the admin): checked, then recorded like every change.
+
+    The edit is applied to the setting's row as it is locked now: a form loaded
+    before someone else's change neither writes back a stale revision nor
+    drops that change from the history.
+    """
+    if setting.pk is None:
+        check_new_key(setting.key)
+    check_schema(kind=codec.parse_value_type(setting.value_type), schema=setting.json_schema)
+    setting.save()
+    return setting
+
+
+def delete_setting(*, setting: Setting) -> None:
+    """Delete a setting: a revision and a history row, published after commit."""
+    setting.delete()
 
 
 def current_revision() -> int:

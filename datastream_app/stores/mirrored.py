@@ -19,10 +19,8 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -39,8 +37,8 @@ from datastream_app.exceptions import (
     TypeMismatch,
     Unavailable,
 )
-from datastream_app.models import MirroredEntry, Revision, SettingChange, StoreStatus
-from datastream_app.publisher import publisher
+from datastream_app.models import MirroredEntry, Revision, StoreStatus
+from datastream_app.recording import KEEP, Keep, entry_of, record_change
 from datastream_app.stores.base import Capability, Decoder, Store
 
 logger = logging.getLogger(__name__)
@@ -60,12 +58,6 @@ class Snapshot:
 
 class Superseded(Exception):
     """The copy of a key changed after a listing began, so that listing may be older than the copy."""
-
-
-def _entry(row: MirroredEntry) -> Entry:
-    return Entry(
-        key=row.key, value_type=row.value_type, value=bytes(row.value), revision=row.revision, updated_at=row.updated_at
-    )
 
 
 class MirroredStore(Store):
@@ -193,66 +185,27 @@ class MirroredStore(Store):
         row changed after it was written through the store meanwhile, and the
         listing may predate that write, so Superseded is raised and nothing changes.
         """
-        with transaction.atomic():
-            row = MirroredEntry.objects.select_for_update().filter(key=key).first()
+
+        def change(row: MirroredEntry | None) -> MirroredEntry | Keep | None:
             if row is not None and row.store != self.alias:
                 logger.warning("store %s: key %r already served by store %s; skipped", self.alias, key, row.store)
-                return None
+                return KEEP
             if row is not None and listed_at is not None and row.revision > listed_at:
                 raise Superseded(key)
             if snap is None:
-                if row is None:
-                    return None
-                revision = Revision.next()
-                now = timezone.now()
-                SettingChange.record(
-                    setting=None,
-                    store=self.alias,
-                    key=key,
-                    value_type=row.value_type,
-                    old_value=bytes(row.value),
-                    new_value=None,
-                    revision=revision,
-                    changed_at=now,
-                    action=SettingChange.DELETE,
-                )
-                entry = Entry(
-                    key=key, value_type=row.value_type, value=b"", revision=revision, updated_at=now, deleted=True
-                )
-                row.delete()
-            else:
-                if row is not None and row.etag == snap.etag:
-                    return None
-                kind = codec.ValueType(snap.value_type)
-                # Canonical bytes, as for settings: what subscribers see is always the canonical form.
-                value = codec.encode_wire(kind, codec.decode_wire(kind, snap.value))
-                revision = Revision.next()
-                now = timezone.now()
-                old = None if row is None else bytes(row.value)
-                if row is None:
-                    row = MirroredEntry(store=self.alias, key=key)
-                row.value_type, row.value, row.etag, row.revision, row.updated_at = (
-                    snap.value_type,
-                    value,
-                    snap.etag,
-                    revision,
-                    now,
-                )
-                row.save()
-                SettingChange.record(
-                    setting=None,
-                    store=self.alias,
-                    key=key,
-                    value_type=snap.value_type,
-                    old_value=old,
-                    new_value=value,
-                    revision=revision,
-                    changed_at=now,
-                    action=SettingChange.CREATE if old is None else SettingChange.UPDATE,
-                )
-                entry = _entry(row)
-            transaction.on_commit(partial(publisher.publish, entry), robust=True)
-        return entry
+                return KEEP if row is None else None
+            if row is not None and row.etag == snap.etag:
+                return KEEP
+            kind = codec.ValueType(snap.value_type)
+            if row is None:
+                row = MirroredEntry(store=self.alias, key=key)
+            # Canonical bytes, as for settings: what subscribers see is always the canonical form.
+            row.value = codec.encode_wire(kind, codec.decode_wire(kind, snap.value))
+            row.value_type, row.etag = snap.value_type, snap.etag
+            return row
+
+        recorded = record_change(MirroredEntry, lookup={"key": key}, change=change, store=self.alias)
+        return recorded.entry if recorded.changed else None
 
     # Lease and status
 
@@ -302,20 +255,35 @@ class MirroredStore(Store):
         """Current values from the copy."""
         self.check_available()
         rows = self._rows() if keys is None else self._rows().filter(key__in=list(keys))
-        return {row.key: _entry(row) for row in rows.order_by("key")}
+        return {row.key: entry_of(row) for row in rows.order_by("key")}
 
-    def put(self, key: str, *, value_type: str, decode: Decoder) -> Entry:
-        """Write to the source first (conditional on the version we hold), then record the change."""
+    def put(
+        self,
+        key: str,
+        *,
+        value_type: str,
+        decode: Decoder,
+        expected_revision: int | None = None,
+        caller_reads_secrets: bool = True,
+    ) -> Entry:
+        """Write to the source first (conditional on the version we hold), then record the change.
+
+        ``caller_reads_secrets`` does not apply: external stores hold no secret settings.
+        """
         self.check_available()
         row = self._rows().filter(key=key).first()
         if row is None:
             raise NotFound(f"unknown key {key!r}", keys=[key])
         if value_type and value_type != row.value_type:
             raise TypeMismatch(f"key {key!r} has value_type {row.value_type!r}, not {value_type!r}")
+        if expected_revision is not None and row.revision != expected_revision:
+            raise Aborted(
+                f"key {key!r} is at revision {row.revision}, not {expected_revision}; read it again and retry"
+            )
         kind = codec.ValueType(row.value_type)
-        value = codec.encode_wire(kind, decode(kind, None))
+        value = decode(kind, None, False)
         if value == bytes(row.value):
-            return _entry(row)
+            return entry_of(row)
         try:
             snap = self.write(key, value, row.value_type, row.etag)
         except Aborted:
@@ -331,11 +299,11 @@ class MirroredStore(Store):
             # Only this write failed: reads keep coming from the copy, and the
             # watcher's next listing decides whether the store is down.
             raise Unavailable(f"store {self.alias!r} could not write {key!r}: {exc}") from exc
-        return self.apply(key, snap) or _entry(self._rows().get(key=key))
+        return self.apply(key, snap) or entry_of(self._rows().get(key=key))
 
     def changed_since(self, revision: int) -> dict[str, Entry]:
         """Keys of this store changed after ``revision``."""
-        return {row.key: _entry(row) for row in self._rows().filter(revision__gt=revision).order_by("revision")}
+        return {row.key: entry_of(row) for row in self._rows().filter(revision__gt=revision).order_by("revision")}
 
     def current_revision(self) -> int:
         """The global revision counter (shared with every store)."""

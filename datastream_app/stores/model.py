@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from django.db import transaction
-
 from datastream_app.changes import Entry
-from datastream_app.codec import ValueType, encode_wire
+from datastream_app.codec import ValueType
 from datastream_app.exceptions import NotFound, TypeMismatch
 from datastream_app.models import Revision, Setting
-from datastream_app.signals import entry_for
+from datastream_app.recording import entry_of, record_change
 from datastream_app.stores.base import Capability, Decoder, Store
 
 
@@ -27,21 +25,37 @@ class ModelStore(Store):
         queryset = Setting.objects.filter(key__startswith=self.prefix)
         if keys is not None:
             queryset = queryset.filter(key__in=list(keys))
-        return {setting.key: entry_for(setting) for setting in queryset.order_by("key")}
+        return {setting.key: entry_of(setting) for setting in queryset.order_by("key")}
 
-    def put(self, key: str, *, value_type: str, decode: Decoder) -> Entry:
-        """Parse and save under a row lock so concurrent pushes to one key serialise."""
-        with transaction.atomic():
-            setting = Setting.objects.select_for_update().filter(key=key).first()
+    def put(
+        self,
+        key: str,
+        *,
+        value_type: str,
+        decode: Decoder,
+        expected_revision: int | None = None,
+        caller_reads_secrets: bool = True,
+    ) -> Entry:
+        """Parse the value for the key's type and schema as locked now, and record the change."""
+
+        def change(setting: Setting | None) -> Setting:
             if setting is None:
                 raise NotFound(f"unknown key {key!r}", keys=[key])
             if value_type and value_type != setting.value_type:
                 raise TypeMismatch(f"key {key!r} has value_type {setting.value_type!r}, not {value_type!r}")
             kind = ValueType(setting.value_type)
-            setting._datastream_locked_old = (bytes(setting.value), setting.value_type)  # type: ignore[attr-defined]
-            setting.value = encode_wire(kind, decode(kind, setting.json_schema))
-            setting.save()
-            return entry_for(setting)
+            setting.value = decode(kind, setting.json_schema, setting.secret)
+            return setting
+
+        recorded = record_change(
+            Setting,
+            lookup={"key": key},
+            change=change,
+            expected_revision=expected_revision,
+            record_unchanged=lambda setting: setting.secret and not caller_reads_secrets,
+        )
+        assert recorded.entry is not None  # change() raised for a missing key
+        return recorded.entry
 
     def current_revision(self) -> int:
         """The global revision counter."""
@@ -50,4 +64,4 @@ class ModelStore(Store):
     def changed_since(self, revision: int) -> dict[str, Entry]:
         """Settings above ``revision``, using the revision index."""
         queryset = Setting.objects.filter(key__startswith=self.prefix, revision__gt=revision).order_by("revision")
-        return {setting.key: entry_for(setting) for setting in queryset}
+        return {setting.key: entry_of(setting) for setting in queryset}

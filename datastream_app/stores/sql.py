@@ -36,6 +36,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from datastream_app.exceptions import Aborted, InvalidValue
+from datastream_app.stores.base import reject_unknown_options
 from datastream_app.stores.mirrored import MirroredStore, Snapshot
 
 logger = logging.getLogger(__name__)
@@ -672,10 +673,9 @@ class SQLStore(MirroredStore):
         stale_after: float | None = None,
         **unknown: Any,
     ) -> None:
+        # Before anything else: a misspelt option must not surface as another error.
+        reject_unknown_options(alias, unknown)
         where = f'DATASTREAM["STORES"][{alias!r}]["OPTIONS"]'
-        if unknown:
-            # A misspelt option would otherwise be ignored without a word.
-            raise ImproperlyConfigured(f"{where} has unknown options: {', '.join(sorted(unknown))}")
         if not url:
             raise ImproperlyConfigured(f'{where} needs "url": sqlite:///path or postgres://user@host/db')
         scheme = url.split(":", 1)[0].lower()

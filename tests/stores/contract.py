@@ -41,9 +41,9 @@ class Harness:
     notice: Callable[[], None] = field(default=lambda: None)
 
 
-def wire(raw: bytes) -> Callable[[codec.ValueType, dict[str, Any] | None], Any]:
+def wire(raw: bytes) -> Callable[[codec.ValueType, dict[str, Any] | None, bool], bytes]:
     """A decoder that parses ``raw`` as the key's type, as gRPC PushUpdate does."""
-    return lambda kind, schema: codec.decode_wire(kind, raw, schema)
+    return lambda kind, schema, secret: codec.encode_wire(kind, codec.decode_wire(kind, raw, schema))
 
 
 def a_key(harness: Harness) -> str:
