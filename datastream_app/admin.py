@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
-from datastream_app import access, codec
+from datastream_app import access, codec, services
 from datastream_app.audit import Interface, acting
 from datastream_app.forms import SettingForm
 from datastream_app.models import ApiToken, MirroredEntry, Setting, SettingChange, StoreStatus, TokenGrant
@@ -148,17 +148,17 @@ class SettingAdmin(_RequestAware, SettingAdminBase):
 
     def save_model(self, request: HttpRequest, obj: Setting, form: Any, change: bool) -> None:
         with acting(request.user.get_username(), Interface.ADMIN):
-            obj.save()
+            services.save_setting(setting=obj)
 
     def delete_model(self, request: HttpRequest, obj: Setting) -> None:
         with acting(request.user.get_username(), Interface.ADMIN):
-            obj.delete()
+            services.delete_setting(setting=obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Setting]) -> None:
         # One by one: each deletion takes a revision and a history row.
         with acting(request.user.get_username(), Interface.ADMIN):
             for obj in queryset:
-                obj.delete()
+                services.delete_setting(setting=obj)
 
 
 @admin.register(SettingChange)
