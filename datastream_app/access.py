@@ -3,15 +3,14 @@
 A Principal holds grants on key prefixes (read, write, read secrets). Tokens
 carry their grants from the database; staff users get theirs from Django's
 permissions; anonymous loopback clients (embedded profile) may read and write
-everything but secrets; code inside the service acts as SYSTEM.
+everything but secrets; code inside the service acts as SYSTEM. Which of these
+a REST or gRPC caller is, is decided in edge.py.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
-import ipaddress
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,11 +66,6 @@ class Principal:
         """Whether the caller may read ``key`` when it is a secret setting."""
         grant = self._grant(key)
         return grant is not None and grant.read and grant.secrets
-
-    @property
-    def reads_everything(self) -> bool:
-        """True when no key is outside the read scope (secrets aside)."""
-        return any(g.prefix == "" and g.read for g in self.grants)
 
 
 SYSTEM = Principal(name="system", kind="system", grants=(Grant("", read=True, write=True, secrets=True),))
@@ -168,31 +162,6 @@ def user_principal(user: Any) -> Principal:
     return Principal(
         name=user.get_username(), kind="user", grants=(Grant("", read=read, write=write, secrets=secrets_),)
     )
-
-
-@functools.lru_cache(maxsize=4096)
-def is_loopback(address: str | None) -> bool:
-    """Whether ``address`` (an IP, or a gRPC peer such as ``ipv4:127.0.0.1:5000``) is loopback."""
-    if not address:
-        return False
-    host = address
-    if address.startswith("ipv4:"):
-        host = address[5:].rsplit(":", 1)[0]
-    elif address.startswith("ipv6:"):
-        host = address[5:].rsplit(":", 1)[0].strip("[]")
-    elif address.startswith("unix:"):
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-def anonymous_for(address: str | None) -> Principal:
-    """ANONYMOUS for loopback callers when anonymous access is on; else Unauthenticated."""
-    if datastream_settings.ANONYMOUS_LOOPBACK and is_loopback(address):
-        return ANONYMOUS
-    raise Unauthenticated("authentication required: send 'authorization: Bearer <token>'")
 
 
 def anonymous_notice() -> str | None:

@@ -128,13 +128,13 @@ def check_python(value_type: ValueType, value: Any, schema: dict[str, Any] | Non
     """Validate a Python value for ``value_type`` and return its canonical form."""
     if value_type is ValueType.INT:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidValue(f"expected an integer, got {type(value).__name__}")
+            raise InvalidValue(f"{_shown(value)} is not an integer{_as_json_hint(value_type, value)}")
         if not INT_MIN <= value <= INT_MAX:
             raise InvalidValue("integer is out of the signed 64-bit range")
         return value
     if value_type is ValueType.FLOAT:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidValue(f"expected a number, got {type(value).__name__}")
+            raise InvalidValue(f"{_shown(value)} is not a finite number{_as_json_hint(value_type, value)}")
         try:
             result = float(value)
         except OverflowError:
@@ -144,16 +144,16 @@ def check_python(value_type: ValueType, value: Any, schema: dict[str, Any] | Non
         return result
     if value_type is ValueType.BOOL:
         if not isinstance(value, bool):
-            raise InvalidValue(f"expected true or false, got {type(value).__name__}")
+            raise InvalidValue(f"{_shown(value)} is not a boolean: use true or false{_as_json_hint(value_type, value)}")
         return value
     if value_type is ValueType.STRING:
         if not isinstance(value, str):
-            raise InvalidValue(f"expected a string, got {type(value).__name__}")
+            raise InvalidValue(f"{_shown(value)} is not a string")
         _check_utf8(value)
         return value
     if value_type is ValueType.BYTES:
         if not isinstance(value, (bytes, bytearray)):
-            raise InvalidValue(f"expected bytes, got {type(value).__name__}")
+            raise InvalidValue(f"{_shown(value)} is not bytes")
         return bytes(value)
     # JSON: anything JSON can carry, finite floats only, bounded depth. The
     # depth check comes first: json.dumps recurses and would overflow the stack.
@@ -161,8 +161,10 @@ def check_python(value_type: ValueType, value: Any, schema: dict[str, Any] | Non
         raise InvalidValue(f"json nests deeper than {JSON_MAX_DEPTH} levels")
     try:
         _check_utf8(json.dumps(value, allow_nan=False, ensure_ascii=False))
-    except (TypeError, ValueError) as exc:
-        raise InvalidValue(f"not representable as JSON: {exc}") from None
+    except TypeError:
+        raise InvalidValue("value is not representable as JSON") from None
+    except ValueError as exc:
+        raise InvalidValue(f"value is not representable as JSON: {exc}") from None
     if schema is not None:
         validate_against_schema(value, schema)
     return value
@@ -276,3 +278,27 @@ def from_text(value_type: ValueType, text: str, schema: dict[str, Any] | None = 
 
 def _preview(text: str, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def _shown(value: Any) -> str:
+    # A wrong value as the client wrote it, with no Python type names: text
+    # as the wire's error messages show it ('ten'), anything else as JSON.
+    if isinstance(value, str):
+        return _preview(value)
+    if isinstance(value, (bytes, bytearray)):
+        return _preview(bytes(value).decode("utf-8", "replace"))
+    try:
+        return _preview(json.dumps(value, allow_nan=False, ensure_ascii=False))
+    except (TypeError, ValueError):
+        return "the value"
+
+
+def _as_json_hint(value_type: ValueType, value: Any) -> str:
+    # "10" for an int key is right on the wire but a string in JSON: say so.
+    if isinstance(value, str):
+        try:
+            decode_wire(value_type, value.encode("utf-8"))
+        except InvalidValue:
+            return ""
+        return f"; in JSON send {value_type} values unquoted, not as strings"
+    return ""

@@ -186,8 +186,10 @@ DATASTREAM = {
         "default": {"BACKEND": "datastream_app.stores.model.ModelStore", "PREFIX": "", "OPTIONS": {}},
         **_extra_stores,
     },
-    # Anonymous clients may read and write from loopback addresses only.
-    "ANONYMOUS_LOOPBACK": env_bool("DATASTREAM_ANONYMOUS_LOOPBACK", default=True),
+    # Anonymous clients may read and write from loopback addresses only, and
+    # never through a proxy (edge.anonymous_for). On by default only in the
+    # embedded profile; the production profile must turn it on explicitly.
+    "ANONYMOUS_LOOPBACK": env_bool("DATASTREAM_ANONYMOUS_LOOPBACK", default=not PRODUCTION),
     "MAX_VALUE_BYTES": env_int("DATASTREAM_MAX_VALUE_BYTES", 1024 * 1024, minimum=1, maximum=64 * 1024 * 1024),
     "MAX_KEYS_PER_REQUEST": env_int("DATASTREAM_MAX_KEYS_PER_REQUEST", 10000, minimum=1, maximum=1_000_000),
     "RESYNC_INTERVAL": float(env_int("DATASTREAM_RESYNC_INTERVAL_MS", 1000, minimum=50, maximum=3_600_000)) / 1000,

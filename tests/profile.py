@@ -84,6 +84,9 @@ def run_production(args: list[str]) -> int:
             "DATABASE_URL": postgres.url,
             "REDIS_URL": redis.url,
             "SECRET_KEY": secrets.token_urlsafe(50),
+            # Off by default with PostgreSQL; the suite's loopback clients test the
+            # anonymous mode on both profiles (tests of the default unset it).
+            "DATASTREAM_ANONYMOUS_LOOPBACK": os.environ.get("DATASTREAM_ANONYMOUS_LOOPBACK", "1"),
             PROFILE_VARIABLE: "production",
         }
         return _pytest(args, env)

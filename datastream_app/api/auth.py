@@ -9,9 +9,9 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
-from datastream_app import access, limits
+from datastream_app import access, edge, limits
 from datastream_app.access import Principal
-from datastream_app.exceptions import LimitExceeded, Unauthenticated
+from datastream_app.exceptions import LimitExceeded, Throttled
 
 
 class TokenUser:
@@ -38,14 +38,11 @@ class BearerTokenAuthentication(BaseAuthentication):
     """``Authorization: Bearer <token>``: the API tokens managed in the admin."""
 
     def authenticate(self, request: Request) -> tuple[TokenUser, Principal] | None:
-        """The token's principal, None when no bearer header is sent, or Unauthenticated."""
-        header = get_authorization_header(request).decode("latin-1")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
+        """The token's principal, None when no authorization header is sent, or Unauthenticated."""
+        token = edge.bearer_token(get_authorization_header(request))
+        if token is None:
             return None
-        if not token.strip():
-            raise Unauthenticated("authorization header must be 'Bearer <token>'")
-        principal = access.authenticate_token(token.strip())
+        principal = access.authenticate_token(token)
         return TokenUser(principal), principal
 
     def authenticate_header(self, request: Request) -> str:
@@ -55,30 +52,31 @@ class BearerTokenAuthentication(BaseAuthentication):
 
 def request_principal(request: Request) -> Principal:
     """Who is calling: a token, a logged-in user, or anonymous loopback (else Unauthenticated)."""
-    if isinstance(request.auth, Principal):
-        return request.auth
-    user = request.user
-    if user is not None and user.is_authenticated:
-        return access.user_principal(user)
-    return access.anonymous_for(request.META.get("REMOTE_ADDR"))
+    return edge.principal(
+        token=request.auth if isinstance(request.auth, Principal) else None,
+        user=request.user,
+        address=request.META.get("REMOTE_ADDR"),
+        proxied=edge.is_proxied(request.headers),
+    )
+
+
+def actor_name(request: Request, principal: Principal) -> str:
+    """The caller as history records it: the token or user name, else the client's host (as gRPC records it)."""
+    return edge.actor_name(principal, request.META.get("REMOTE_ADDR"))
 
 
 class TokenPushThrottle(BaseThrottle):
-    """The per-token push rate shared with gRPC PushUpdate (429 when exceeded)."""
+    """The per-token push rate shared with gRPC PushUpdate (429 naming the limit when exceeded)."""
 
     def allow_request(self, request: Request, view: Any) -> bool:
-        """Spend one push of the caller's token, if it is a token."""
+        """Spend one push of the caller's token, if it is a token; Throttled naming the limit when none is left."""
         if request.method != "POST" or not isinstance(request.auth, Principal):
             return True
         try:
             limits.pushes.take(request.auth)
-        except LimitExceeded:
-            return False
+        except LimitExceeded as exc:
+            raise Throttled(exc.message) from None
         return True
-
-    def wait(self) -> float | None:
-        """Retry after a second: the bucket refills continuously."""
-        return 1.0
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]

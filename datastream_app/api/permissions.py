@@ -1,4 +1,4 @@
-"""Who may use the REST API: staff with the model permissions, or anonymous loopback clients."""
+"""Who may use the REST API: tokens, staff with the model permissions, or anonymous loopback clients."""
 
 from __future__ import annotations
 
@@ -7,23 +7,18 @@ from typing import Any
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
-from datastream_app.access import Principal, is_loopback
-from datastream_app.conf import datastream_settings
-from datastream_app.exceptions import PermissionDenied, Unauthenticated
+from datastream_app.access import Principal
+from datastream_app.api.auth import request_principal
+from datastream_app.exceptions import PermissionDenied
 
 
 class DatastreamAccess(BasePermission):
-    """Reads need ``view_setting``, writes ``change_setting``; loopback may be anonymous.
+    """Reads need ``view_setting``, writes ``change_setting``; loopback may be anonymous (edge.anonymous_for).
 
     A refusal raises a domain error instead of returning False: DRF would
     answer an anonymous caller with a generic 403 and tell a logged-in one
     lacking a permission to log in.
     """
-
-    message = (
-        "authentication required: send 'Authorization: Bearer <token>', log in to the admin, "
-        "or call from loopback with anonymous access on"
-    )
 
     def has_permission(self, request: Request, view: Any) -> bool:
         """True, or raise Unauthenticated (401) or PermissionDenied (403)."""
@@ -35,6 +30,5 @@ class DatastreamAccess(BasePermission):
             if user.has_perm(perm):
                 return True
             raise PermissionDenied(f"user {user.get_username()!r} lacks the {perm} permission")
-        if datastream_settings.ANONYMOUS_LOOPBACK and is_loopback(request.META.get("REMOTE_ADDR")):
-            return True
-        raise Unauthenticated(self.message)
+        request_principal(request)  # anonymous: allowed, or Unauthenticated
+        return True

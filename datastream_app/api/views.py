@@ -9,24 +9,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from datastream_app import services
-from datastream_app.api.auth import request_principal
-from datastream_app.api.parsers import JSONParser
+from datastream_app.api.auth import actor_name, request_principal
+from datastream_app.api.parsers import JSONParser, json_body
 from datastream_app.api.serializers import (
     CapabilitiesSerializer,
     EntrySerializer,
     ErrorSerializer,
     PushSerializer,
     SyncResponseSerializer,
+    entry_json,
 )
 from datastream_app.audit import Interface, acting
-
-
-def actor_name(request: Request) -> str:
-    """The caller as history records it: the token or user name, else the client address."""
-    user = request.user
-    if user is not None and user.is_authenticated:
-        return str(user.get_username())
-    return str(request.META.get("REMOTE_ADDR", ""))
 
 
 class CapabilitiesView(APIView):
@@ -64,7 +57,7 @@ class SyncView(APIView):
         """Sync values."""
         keys = [key for param in request.query_params.getlist("keys") for key in param.split(",") if key]
         entries = services.get_entries(keys=keys, principal=request_principal(request))
-        return Response({"data": {key: services.entry_json(entry) for key, entry in entries.items()}})
+        return Response({"data": {key: entry_json(entry) for key, entry in entries.items()}})
 
 
 class PushView(APIView):
@@ -81,18 +74,20 @@ class PushView(APIView):
             403: ErrorSerializer,
             404: ErrorSerializer,
             413: ErrorSerializer,
+            415: ErrorSerializer,
+            429: ErrorSerializer,
+            503: ErrorSerializer,
         },
     )
     def post(self, request: Request) -> Response:
         """Push an update."""
-        serializer = PushSerializer(data=request.data)
+        # Read here rather than through request.data: DRF sees a chunked body as empty.
+        serializer = PushSerializer(data=json_body(request))
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        with acting(actor_name(request), Interface.REST):
+        principal = request_principal(request)
+        with acting(actor_name(request, principal), Interface.REST):
             entry = services.push_json(
-                key=data["key"],
-                value=data["value"],
-                value_type=data["value_type"],
-                principal=request_principal(request),
+                key=data["key"], value=data["value"], value_type=data["value_type"], principal=principal
             )
-        return Response(services.entry_json(entry))
+        return Response(entry_json(entry))

@@ -11,13 +11,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from datastream_app import edge
 from datastream_app.api.serializers import ErrorSerializer
 from datastream_app.conf import datastream_settings
+from datastream_app.exceptions import NotFound, Unauthenticated
 from datastream_app.stores.watch import request_refresh
-
-
-def _error(code: str, detail: str, http_status: int, headers: dict[str, str] | None = None) -> Response:
-    return Response({"code": code, "detail": detail}, status=http_status, headers=headers)
 
 
 class StoreRefreshWebhook(APIView):
@@ -44,18 +42,16 @@ class StoreRefreshWebhook(APIView):
         """Ask the process watching ``alias`` to refresh it."""
         config = datastream_settings.STORES.get(alias)
         if not isinstance(config, dict):
-            return _error("not_found", f"unknown store {alias!r}", status.HTTP_404_NOT_FOUND)
+            raise NotFound(f"unknown store {alias!r}")
         secret = str((config.get("OPTIONS") or {}).get("webhook_secret") or "")
         if not secret:
-            return _error("not_found", "webhook disabled", status.HTTP_404_NOT_FOUND)
-        scheme, _, token = str(request.META.get("HTTP_AUTHORIZATION", "")).partition(" ")
+            raise NotFound("webhook disabled")
+        try:
+            token = edge.bearer_token(request.META.get("HTTP_AUTHORIZATION"))
+        except Unauthenticated:
+            token = None
         # Compared in constant time, as bytes: compare_digest refuses non-ASCII str.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), secret.encode()):
-            return _error(
-                "unauthenticated",
-                "missing or wrong webhook secret",
-                status.HTTP_401_UNAUTHORIZED,
-                {"WWW-Authenticate": 'Bearer realm="datastream"'},
-            )
+        if token is None or not hmac.compare_digest(token.encode(), secret.encode()):
+            raise Unauthenticated("missing or wrong webhook secret")
         request_refresh(alias)
         return Response({"store": alias, "refresh": "requested"}, status=status.HTTP_202_ACCEPTED)

@@ -1,9 +1,8 @@
-"""Domain errors to gRPC status codes: the one table, and the servicer decorator that applies it."""
+"""Domain errors to gRPC status codes (each error class names its own), and the decorator that applies them."""
 
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -11,43 +10,24 @@ from typing import Any
 import grpc
 
 from datastream_app import exceptions as errors
+from datastream_app.edge import database_outage
 
 logger = logging.getLogger(__name__)
 
-# Most specific first: the first matching class decides.
-STATUS_CODES: list[tuple[type[errors.DatastreamError], grpc.StatusCode]] = [
-    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
-    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (errors.LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (errors.Aborted, grpc.StatusCode.ABORTED),
-]
-
 
 def status_code(error: errors.DatastreamError) -> grpc.StatusCode:
-    """The gRPC status for a domain error."""
-    for cls, code in STATUS_CODES:
-        if isinstance(error, cls):
-            return code
-    return grpc.StatusCode.INTERNAL
-
-
-def _is_database_outage(exc: BaseException) -> bool:
-    from django.db import InterfaceError, OperationalError
-
-    return isinstance(exc, (OperationalError, InterfaceError))
+    """The gRPC status for a domain error: the one its class names."""
+    return grpc.StatusCode[error.grpc_status]
 
 
 async def abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
-    """End the call with the status for ``exc``: its mapped code, UNAVAILABLE for a database outage, else INTERNAL."""
+    """End the call with the status for ``exc``: its class's, UNAVAILABLE for a database outage, else INTERNAL."""
+    outage = database_outage(exc)
+    if outage is not None:
+        logger.warning("%s: %s: %s", method, outage.message, exc)
+        exc = outage
     if isinstance(exc, errors.DatastreamError):
         await context.abort(status_code(exc), exc.message)
-    if _is_database_outage(exc):
-        logger.warning("%s: database unavailable: %s", method, exc)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable; retry shortly")
     logger.exception("%s failed", method)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
@@ -68,22 +48,8 @@ def check_request(request: Any) -> None:
 
 
 def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn domain errors raised by a servicer method into statuses; hide anything else as INTERNAL."""
+    """Turn domain errors raised by a unary servicer method into statuses; hide anything else as INTERNAL."""
     name = method.__name__
-    if inspect.isasyncgenfunction(method):
-
-        @functools.wraps(method)
-        async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                check_request(request)
-                async for item in method(self, request, context):
-                    yield item
-            except Exception as exc:
-                if isinstance(exc, grpc.aio.AbortError):
-                    raise
-                await abort_for(exc, context, name)
-
-        return stream
 
     @functools.wraps(method)
     async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -7,15 +7,14 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
 import grpc
 from channels.db import DatabaseSyncToAsync
-from django.db import InterfaceError, OperationalError
 
-from datastream_app import access
+from datastream_app import access, edge
 from datastream_app.access import SYSTEM, Principal
 from datastream_app.exceptions import Unauthenticated
 
@@ -23,8 +22,7 @@ logger = logging.getLogger("datastream.rpc")
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
 # Runs around one call: (call it, request, context) -> result.
-CoroutineAround = Callable[[Callable[..., Awaitable[Any]], Any, grpc.aio.ServicerContext], Awaitable[Any]]
-GeneratorAround = Callable[[Callable[..., AsyncIterator[Any]], Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+Around = Callable[[Callable[..., Awaitable[Any]], Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 _principal: ContextVar[Principal | None] = ContextVar("datastream_principal", default=None)
 
@@ -34,24 +32,23 @@ def current_principal() -> Principal:
     return _principal.get() or SYSTEM
 
 
-def _wrap(
-    handler: grpc.RpcMethodHandler, coroutine: CoroutineAround, generator: GeneratorAround
-) -> grpc.RpcMethodHandler:
+def _wrap(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMethodHandler:
     # Wrapping the behaviour (not just intercepting) runs our code in the
     # call's own task, so context variables set here reach the servicer.
     # partial, not a closure: grpc looks through a partial to tell coroutine
     # from async-generator handlers.
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            functools.partial(coroutine, handler.unary_unary),
+            functools.partial(around, handler.unary_unary),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream is not None:
-        # A handler that writes with context.write() is a coroutine and is
-        # wrapped as one; only generator handlers take the generator wrapper,
-        # which costs a resume per streamed message.
-        around = generator if inspect.isasyncgenfunction(handler.unary_stream) else coroutine
+        # Every stream handler served here (Subscribe, Health.Watch) is a
+        # coroutine writing with context.write(); a generator handler would
+        # need a generator wrapper, which costs a resume per streamed message.
+        if inspect.isasyncgenfunction(handler.unary_stream):
+            raise TypeError(f"{handler.unary_stream!r}: stream handlers must write with context.write()")
         return grpc.unary_stream_rpc_method_handler(
             functools.partial(around, handler.unary_stream),
             request_deserializer=handler.request_deserializer,
@@ -70,8 +67,9 @@ def _code(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc.S
 class Authenticator:
     """Resolves ``authorization: Bearer <token>`` into a principal, caching token checks briefly.
 
-    Without a token the caller is anonymous: allowed from loopback when
-    anonymous access is on, UNAUTHENTICATED otherwise. A token's principal is
+    Without a token the caller is anonymous: allowed from loopback without
+    proxy metadata when anonymous access is on (edge.anonymous_for),
+    UNAUTHENTICATED otherwise. A token's principal is
     cached for a few seconds; open streams are re-checked by the hub, so a
     revoked token's streams end within seconds.
     """
@@ -84,17 +82,12 @@ class Authenticator:
 
     async def resolve(self, context: grpc.aio.ServicerContext) -> Principal:
         """The principal of this call, or Unauthenticated."""
-        header = ""
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
-                header = value if isinstance(value, str) else value.decode("latin-1")
-                break
-        if not header:
-            return access.anonymous_for(context.peer())
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("authorization metadata must be 'Bearer <token>'")
-        token = token.strip()
+        metadata = context.invocation_metadata() or ()
+        header = next((value for key, value in metadata if key == "authorization"), None)
+        token = edge.bearer_token(header)
+        if token is None:
+            proxied = edge.is_proxied(key for key, _ in metadata)
+            return edge.principal(token=None, user=None, address=context.peer(), proxied=proxied)
         now = time.monotonic()
         cached = self._cache.get(token)
         if cached is not None and cached[0] > now:
@@ -111,9 +104,12 @@ class Authenticator:
             _principal.set(await self.resolve(context))
         except Unauthenticated as exc:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
-        except (OperationalError, InterfaceError):
-            logger.warning("token check failed: database unavailable", exc_info=True)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable; retry shortly")
+        except Exception as exc:
+            outage = edge.database_outage(exc)
+            if outage is None:
+                raise
+            logger.warning("token check failed: %s", outage.message, exc_info=True)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, outage.message)
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
@@ -184,26 +180,4 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 log(started, code, peer)
 
-        async def generator(
-            call: Callable[..., AsyncIterator[Any]], request: Any, context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
-            started, peer = time.perf_counter(), context.peer()
-            code = grpc.StatusCode.UNKNOWN
-            try:
-                if authenticate is not None:
-                    await authenticate(context)
-                async for item in call(request, context):
-                    yield item
-                code = _code(context, grpc.StatusCode.OK)
-            except (GeneratorExit, asyncio.CancelledError):
-                # The call is gone: its context must not be touched any more
-                # (grpc's cython layer crashes on a finished call).
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except BaseException:
-                code = _code(context, grpc.StatusCode.UNKNOWN)
-                raise
-            finally:
-                log(started, code, peer)
-
-        return _wrap(handler, coroutine, generator)
+        return _wrap(handler, coroutine)

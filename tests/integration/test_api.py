@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from datetime import datetime
 
 import pytest
@@ -13,6 +14,7 @@ from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
 from datastream_app.codec import JSON_MAX_DEPTH
+from datastream_app.edge import AUTHENTICATION_REQUIRED
 from datastream_app.models import Revision, Setting, SettingChange
 from protos import datastream_pb2
 from tests.conftest import request
@@ -227,25 +229,34 @@ def test_push__json_value_nested_to_the_limit__accepted(api, demo):
 @pytest.mark.parametrize(
     ("payload", "status", "code", "detail"),
     [
-        ({"key": "max_connections", "value": "ten"}, 400, "invalid_value", "expected an integer"),
-        ({"key": "max_connections", "value": 1.5}, 400, "invalid_value", "expected an integer"),
+        ({"key": "max_connections", "value": "ten"}, 400, "invalid_value", "'ten' is not an integer"),
+        ({"key": "max_connections", "value": 1.5}, 400, "invalid_value", "'1.5' is not an integer"),
+        ({"key": "max_connections", "value": None}, 400, "invalid_value", "'null' is not an integer"),
         ({"key": "max_connections", "value": 2**63}, 400, "invalid_value", "64-bit"),
-        ({"key": "max_connections", "value": True}, 400, "invalid_value", "expected an integer"),
-        ({"key": "debug_enabled", "value": "true"}, 400, "invalid_value", "true or false"),
-        ({"key": "ratio", "value": "0.5"}, 400, "invalid_value", "expected a number"),
-        ({"key": "greeting", "value": 5}, 400, "invalid_value", "expected a string"),
-        ({"key": "greeting", "value": None}, 400, "invalid_value", "expected a string"),
+        ({"key": "max_connections", "value": True}, 400, "invalid_value", "'true' is not an integer"),
+        ({"key": "max_connections", "value": "10"}, 400, "invalid_value", "send int values unquoted"),
+        ({"key": "debug_enabled", "value": "true"}, 400, "invalid_value", "send bool values unquoted"),
+        ({"key": "ratio", "value": "0.5"}, 400, "invalid_value", "'0.5' is not a finite number"),
+        ({"key": "greeting", "value": 5}, 400, "invalid_value", "'5' is not a string"),
+        ({"key": "greeting", "value": None}, 400, "invalid_value", "'null' is not a string"),
         ({"key": "blob", "value": "not base64!"}, 400, "invalid_value", "base64"),
         ({"key": "blob", "value": [1, 2]}, 400, "invalid_value", "base64"),
         # One level deeper than a value may nest: the body around it is refused before parsing.
-        ({"key": "limits", "value": json.loads("[" * 65 + "]" * 65)}, 400, "parse_error", "deeper than 65"),
+        ({"key": "limits", "value": json.loads("[" * 65 + "]" * 65)}, 400, "invalid_argument", "deeper than 65"),
         ({"key": "max_connections", "value": 1, "value_type": "float"}, 400, "type_mismatch", "'int', not 'float'"),
         ({"key": "max_connections", "value": 1, "value_type": "decimal"}, 400, "invalid_value", "decimal"),
         ({"key": "no_such_key", "value": 1}, 404, "not_found", "no_such_key"),
         ({"key": "bad key", "value": 1}, 400, "invalid_key", "bad key"),
         ({"key": "", "value": 1}, 400, "invalid_argument", "key"),
-        ({"value": 1}, 400, "invalid_argument", "malformed request"),
-        ({"key": "max_connections"}, 400, "invalid_argument", "malformed request"),
+        ({"value": 1}, 400, "invalid_argument", "malformed request: key"),
+        ({"key": "max_connections"}, 400, "invalid_argument", "malformed request: value"),
+        (
+            {"key": "max_connections", "value": 1, "valu_type": "int"},
+            400,
+            "invalid_argument",
+            "unknown field: valu_type",
+        ),
+        ({"key": "max_connections", "value": 1, "a": 1, "b": 2}, 400, "invalid_argument", "unknown fields: a, b"),
     ],
 )
 def test_push__bad_request__error_json_and_nothing_changes(api, demo, payload, status, code, detail):
@@ -256,7 +267,9 @@ def test_push__bad_request__error_json_and_nothing_changes(api, demo, payload, s
     assert response.status_code == status
     body = response.json()
     assert body["code"] == code
-    assert detail in json.dumps(body)
+    assert detail in body["detail"]
+    # No Python type names (NoneType, str, int, dict, list) in what a client reads.
+    assert not re.search(r"\b(NoneType|str|dict|list|bytearray|got)\b", body["detail"])
     assert state() == before
 
 
@@ -273,7 +286,8 @@ def test_push__missing_fields__errors_name_each_field(api, demo):
         (b'{"key": "ratio", "value": NaN}', "JSON parse error"),
         (b'{"key": "greeting", "value": "\\ud800"}', "surrogates"),
         (b'{"key": "ratio", "value": ' + b"1" * 400 + b"}", "float range"),
-        (b"[1, 2]", "Expected a dictionary"),
+        (b"[1, 2]", "request body must be a JSON object"),
+        (b'"text"', "request body must be a JSON object"),
         (b"\xff\xfe", "JSON parse error"),
         # Deeper than Python's recursion limit: DRF's own parser crashes on this with a 500.
         (b"[" * 100_000, "nests deeper than 65 levels"),
@@ -287,7 +301,11 @@ def test_push__malformed_body__400_json_and_nothing_changes(api, demo, body, det
 
     assert response.status_code == 400
     assert response["Content-Type"] == "application/json"
-    assert detail in response.json()["detail"] + json.dumps(response.json().get("fields", ""))
+    # The README's codes: a malformed request (DRF would say parse_error), or a value that does not fit.
+    assert response.json()["code"] == (
+        "invalid_value" if detail in ("surrogates", "float range") else "invalid_argument"
+    )
+    assert detail in response.json()["detail"]
     assert state() == before
 
 
@@ -338,13 +356,7 @@ def test_api__anonymous_from_non_loopback__401_json_and_nothing_changes(api, dem
     for response in [*reads, write]:
         assert response.status_code == 401
         assert response["WWW-Authenticate"] == 'Bearer realm="datastream"'
-        assert response.json() == {
-            "code": "unauthenticated",
-            "detail": (
-                "authentication required: send 'Authorization: Bearer <token>', log in to the admin, "
-                "or call from loopback with anonymous access on"
-            ),
-        }
+        assert response.json() == {"code": "unauthenticated", "detail": AUTHENTICATION_REQUIRED}
     assert state() == before
 
 
