@@ -316,19 +316,37 @@ async def test_sql_watch__another_program_writes__subscriber_gets_it_well_before
     assert elapsed < 5.0
 
 
+def waiting(store: SQLStore, timeout: float, events: list[str]) -> threading.Thread:
+    """A started thread running ``store.wait(timeout)`` (appending "returned" to ``events``), once it blocks."""
+
+    def wait() -> None:
+        store.wait(timeout)
+        events.append("returned")
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    # wait() holds the engine's wait lock while it blocks.
+    deadline = time.monotonic() + 30
+    while not store.engine.wait_lock.locked() and not events:
+        assert time.monotonic() < deadline, "wait() never started"
+        time.sleep(0.01)
+    return waiter
+
+
 def test_sql_wait__another_program_commits__returns_early(db, harness):
     store = harness.store
     if db.engine == "postgres":
         store.install_trigger()
     store.refresh()
-    timer = threading.Timer(0.3, db.upsert, ("motd", "string", b"changed"))
-    started = time.monotonic()
-    timer.start()
+    events: list[str] = []
+    # An hour: a wait() that returns during this test returned for the commit.
+    waiter = waiting(store, 3600.0, events)
 
-    store.wait(20.0)
+    db.upsert("motd", "string", b"changed")
+    events.append("committed")
+    waiter.join(30.0)
 
-    timer.join()
-    assert time.monotonic() - started < 5.0
+    assert events == ["committed", "returned"]
     assert store.refresh() == 1
 
 
@@ -341,19 +359,17 @@ def test_sql_wait__nothing_changes__returns_at_the_timeout(db, harness):
     assert 0.7 <= time.monotonic() - started < 5.0
 
 
-def test_sql_close__while_a_wait_blocks__wait_returns_within_a_second(db, harness):
+def test_sql_close__while_a_wait_blocks__wait_returns(db, harness):
     store = harness.store
     store.refresh()
-    waiter = threading.Thread(target=store.wait, args=(30.0,))
-    waiter.start()
-    time.sleep(0.3)
-    started = time.monotonic()
+    events: list[str] = []
+    waiter = waiting(store, 3600.0, events)
 
+    events.append("closing")
     store.close()
-    waiter.join(5.0)
+    waiter.join(30.0)
 
-    assert not waiter.is_alive()
-    assert time.monotonic() - started < 2.0
+    assert events == ["closing", "returned"]
     store.refresh()  # usable again: it reconnects
 
 
@@ -414,10 +430,24 @@ def test_sql_put__row_changed_by_another_program__aborted_and_nothing_changed(db
     assert harness.store.get_many(["sql/motd"])["sql/motd"].value == b"hello"
 
 
-def test_sql_write__another_transaction_commits_first__aborted_and_nothing_changed(db, harness):
+def lock_waits(db: Database) -> list[tuple[str, str]]:
+    """(waiting statement, statement of the session it waits for) of every session waiting on a lock now."""
+    return [
+        (str(waiting), str(blocking))
+        for waiting, blocking in db.execute(
+            "SELECT waiting.query, blocking.query FROM pg_stat_activity waiting "
+            "JOIN pg_stat_activity blocking ON blocking.pid = ANY(pg_blocking_pids(waiting.pid)) "
+            "WHERE waiting.wait_event_type = 'Lock' AND waiting.datname = current_database()"
+        )
+    ]
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+def test_sql_write_postgres__another_transaction_holds_the_row__waits_for_its_commit_then_aborted(db, harness):
     store = harness.store
     etag = MirroredEntry.objects.get(key="sql/motd").etag
     commit_theirs = db.begin_update("motd", b"theirs")
+    events: list[str] = []
     outcome: dict[str, BaseException] = {}
 
     def write_mine() -> None:
@@ -425,16 +455,59 @@ def test_sql_write__another_transaction_commits_first__aborted_and_nothing_chang
             store.write("sql/motd", b"mine", "string", etag)
         except BaseException as exc:
             outcome["error"] = exc
+        finally:
+            events.append("mine returned")
 
     mine = threading.Thread(target=write_mine)
     mine.start()
-    time.sleep(0.5)
-    blocked_on_their_lock = mine.is_alive()
+    # Seen by the server: the store's read of the row waits for their open UPDATE.
+    deadline = time.monotonic() + 30
+    while not any("FOR UPDATE" in w and b.startswith("UPDATE datastream") for w, b in lock_waits(db)):
+        assert not events, f"the write returned without waiting for their lock: {outcome}"
+        assert time.monotonic() < deadline, "the write never waited for their lock"
+        time.sleep(0.02)
+    events.append("mine waits for their lock")
+    events.append("theirs commits")  # before commit(): mine cannot return until it is done
     commit_theirs()
-    mine.join(15.0)
+    mine.join(30.0)
 
-    assert blocked_on_their_lock
+    assert events == ["mine waits for their lock", "theirs commits", "mine returned"]
     assert isinstance(outcome.get("error"), Aborted)
+    assert bytes(db.value("motd")) == b"theirs"
+    assert store.get_many(["sql/motd"])["sql/motd"].value == b"hello"
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_sql_write_sqlite__another_transaction_holds_the_write_lock__busy_before_reading_then_aborted(
+    db, harness, monkeypatch
+):
+    store = harness.store
+    etag = MirroredEntry.objects.get(key="sql/motd").etag
+    # Every statement the store runs, as SQLite starts it.
+    statements: list[str] = []
+    connect = store.engine.connect
+
+    def traced() -> sqlite3.Connection:
+        conn = connect()
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(store.engine, "connect", traced)
+    # No busy timeout: the write reports SQLite's busy state at once instead of waiting in it.
+    monkeypatch.setattr(store, "timeout", 0.0)
+    commit_theirs = db.begin_update("motd", b"theirs")
+
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        store.write("sql/motd", b"mine", "string", etag)
+    run_under_their_lock = list(statements)
+    commit_theirs()
+    with pytest.raises(Aborted):
+        store.write("sql/motd", b"mine", "string", etag)
+
+    # It stopped at the write lock before reading the row it compares.
+    assert run_under_their_lock
+    assert not [s for s in run_under_their_lock if "SELECT" in s.upper()]
+    assert [s for s in statements if "SELECT" in s.upper()]
     assert bytes(db.value("motd")) == b"theirs"
     assert store.get_many(["sql/motd"])["sql/motd"].value == b"hello"
 
