@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.exceptions import TooManyFieldsSent
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf_errors
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -69,6 +70,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+@csrf_exempt  # a POST to a wrong path is a 404, not a CSRF failure
 def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     """JSON 404 for any path under /api/ that names no endpoint (trailing-slash variants included)."""
     error = errors.NotFound(f"no such endpoint: {request.path}")
