@@ -214,6 +214,46 @@ def test_check_python__value_of_wrong_kind__invalid_value(value_type, value, rea
         codec.check_python(value_type, value)
 
 
+@pytest.mark.parametrize(
+    ("value_type", "value", "message"),
+    [
+        (ValueType.INT, None, "'null' is not an integer"),
+        (ValueType.INT, True, "'true' is not an integer"),
+        (ValueType.INT, 1.5, "'1.5' is not an integer"),
+        (ValueType.INT, [1], "'[1]' is not an integer"),
+        (ValueType.INT, {1, 2}, "the value is not an integer"),
+        (ValueType.INT, "10", "'10' is not an integer; in JSON send int values unquoted, not as strings"),
+        (ValueType.FLOAT, {"a": 1}, "'{\"a\": 1}' is not a finite number"),
+        (ValueType.BOOL, "yes", "'yes' is not a boolean: use true or false"),
+        (
+            ValueType.BOOL,
+            "TRUE",
+            "'TRUE' is not a boolean: use true or false; in JSON send bool values unquoted, not as strings",
+        ),
+        (ValueType.STRING, None, "'null' is not a string"),
+        (ValueType.BYTES, "abc", "'abc' is not bytes"),
+        (ValueType.JSON, {"a": object()}, "value is not representable as JSON"),
+    ],
+)
+def test_check_python__wrong_kind__message_shows_the_value_and_no_python_type_name(value_type, value, message):
+    with pytest.raises(InvalidValue) as error:
+        codec.check_python(value_type, value)
+
+    assert error.value.message == message
+
+
+@pytest.mark.parametrize(
+    ("value_type", "text"), [(ValueType.INT, "ten"), (ValueType.FLOAT, "abc"), (ValueType.BOOL, "yes")]
+)
+def test_check_python__text_of_the_wrong_kind__same_message_as_the_wire(value_type, text):
+    with pytest.raises(InvalidValue) as from_json:
+        codec.from_json(value_type, text)
+    with pytest.raises(InvalidValue) as from_wire:
+        codec.decode_wire(value_type, text.encode())
+
+    assert from_json.value.message == from_wire.value.message
+
+
 def test_check_python__float_given_an_int__canonical_float():
     result = codec.check_python(ValueType.FLOAT, 3)
 
