@@ -7,16 +7,15 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    """Insert every benchmark key with value 0 and consecutive revisions, once (``--print-pk KEY``: print its pk)."""
+    """Create every benchmark key with value 0, once (``--print-pk KEY``: print its pk)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings_service.settings")
     import django
 
     django.setup()
     from django.db import transaction
-    from django.utils import timezone
 
     from bench.common import ALL_KEYS, KEY_DESCRIPTION
-    from datastream_app.models import Revision, Setting
+    from datastream_app.models import Setting
 
     if argv[:1] == ["--print-pk"]:
         print(Setting.objects.get(key=argv[1]).pk)
@@ -24,26 +23,10 @@ def main(argv: list[str]) -> int:
 
     if Setting.objects.filter(key__in=ALL_KEYS).exists():
         return 0
-    now = timezone.now()
+    # One by one through the model: each key gets its revision and history row as any new setting does.
     with transaction.atomic():
-        start = Revision.current()
-        # bulk_create skips Setting.save(): give each row the revision save()
-        # would have, and move the global counter past them, so hubs see no gap.
-        Setting.objects.bulk_create(
-            [
-                Setting(
-                    key=key,
-                    value_type="int",
-                    value=b"0",
-                    description=KEY_DESCRIPTION,
-                    revision=start + i + 1,
-                    updated_at=now,
-                )
-                for i, key in enumerate(ALL_KEYS)
-            ],
-            batch_size=500,
-        )
-        Revision.objects.update_or_create(pk=1, defaults={"value": start + len(ALL_KEYS)})
+        for key in ALL_KEYS:
+            Setting.objects.create(key=key, value_type="int", value=b"0", description=KEY_DESCRIPTION)
     print(f"seeded {len(ALL_KEYS)} keys")
     return 0
 
