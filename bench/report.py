@@ -44,6 +44,8 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(mem_kib / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
+        # Other work on the machine moves absolute figures; the run records how busy it was.
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
 
 
@@ -698,7 +700,10 @@ def generated_section(results: dict[str, Any], table: str, plotted: bool, scaleo
         f"Run of {results['started']} (took {results['elapsed_s']:.0f} s); its raw results: "
         "[benchmarks.json](benchmarks.json).",
         "",
-        f"- Machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB memory, Linux {m['kernel']}",
+        f"- Machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB memory, Linux {m['kernel']}; "
+        f"load average (1 min) {m.get('load_average_1min', '—')} before the run and "
+        f"{m.get('load_average_1min_after', '—')} at its end (the run itself adds about 2 on two cores; more "
+        "means other work shared them: compare ratios within the run, not absolute figures)",
         f"- Python {m['python']}; {meta.get('ours_versions', '')}",
         f"- {meta.get('etcd_version', 'etcd')} (Debian etcd-server), one member, data in /dev/shm; "
         "client stubs from PyPI aetcd, driven with grpc.aio",

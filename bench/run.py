@@ -6,11 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import re
 import signal
 import time
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -134,6 +135,18 @@ class Run:
     def log(self, message: str) -> None:
         """A progress line with the time since start."""
         print(f"[{time.monotonic() - self.started:6.1f}s] {message}", flush=True)
+
+    def log_fanout(self, what: str, result: dict[str, Any]) -> None:
+        """A progress line for one fan-out workload."""
+        self.log(
+            f"  {what}: last subscriber p50 {result['last_sub_p50_ms']:.1f} ms, "
+            f"{result['cpu_ms_per_update']:.2f} ms CPU/update, errors {result['errors']}"
+        )
+
+    def note(self, message: str) -> None:
+        """A progress line that the report also shows, under the run's description."""
+        self.plan.notes.append(message)
+        self.log(message)
 
     async def bounded(self, what: str, coro: Awaitable[Any], limit: float | None = None) -> Any:
         """Await ``coro`` within the budget (and ``limit``), raising OutOfTime when it runs out."""
@@ -298,75 +311,64 @@ async def reconnect(server: Server, pool: WorkerPool, n: int, timeout: float) ->
     return result
 
 
-async def push_throughput(server: Server, seconds: float, concurrency: int, seed: int) -> dict[str, Any]:
-    """Pushes per second to random keys from ``concurrency`` callers on two connections."""
+async def rate(
+    server: Server, callers: list[Any], call: Callable[[Any, random.Random], Awaitable[bool]], seconds: float, seed: int
+) -> dict[str, Any]:
+    """Calls per second of ``call`` from every caller in a loop for ``seconds``; each caller connects first."""
     rng = random.Random(seed)
-    clients = [server.client() for _ in range(2)]
     done = 0
     errors = 0
     try:
-        # Connect first so the window times pushes, not handshakes.
-        await asyncio.gather(*(c.push(KEYS[i], time.time_ns()) for i, c in enumerate(clients)))
+        # Connect first so the window times calls, not handshakes.
+        await asyncio.gather(*(c.sync(KEYS[:1]) for c in {id(c): c for c in callers}.values()))
         meter = CpuMeter(server.pid).start()
         deadline = time.monotonic() + seconds
 
-        async def pusher(index: int) -> None:
+        async def loop(caller: Any) -> None:
             nonlocal done, errors
-            client = clients[index % len(clients)]
             while time.monotonic() < deadline:
                 try:
-                    await client.push(rng.choice(KEYS), time.time_ns())
-                    done += 1
+                    ok = await call(caller, rng)
                 except Exception:
-                    errors += 1
+                    ok = False
+                done, errors = (done + 1, errors) if ok else (done, errors + 1)
 
-        await asyncio.gather(*(pusher(i) for i in range(concurrency)))
+        await asyncio.gather(*(loop(c) for c in callers))
         meter.stop()
     finally:
-        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in {id(c): c for c in callers}.values()), return_exceptions=True)
     return {
         "per_s": done / meter.wall,
         "server_util": meter.utilisation,
-        "cpu_ms_per_push": meter.cpu / max(1, done) * 1000,
+        "cpu_ms_per_call": meter.cpu / max(1, done) * 1000,
         "errors": errors,
     }
+
+
+async def push_throughput(server: Server, seconds: float, concurrency: int, seed: int) -> dict[str, Any]:
+    """Pushes per second to random keys from ``concurrency`` callers on two connections."""
+    connections = [server.client() for _ in range(2)]
+
+    async def push(client: Any, rng: random.Random) -> bool:
+        await client.push(rng.choice(KEYS), time.time_ns())
+        return True
+
+    callers = [connections[i % 2] for i in range(concurrency)]
+    return await rate(server, callers, push, seconds, seed)
 
 
 async def sync_throughput(
     server: Server, transport: str, nkeys: int, seconds: float, concurrency: int, seed: int
 ) -> dict[str, Any]:
     """Reads of ``nkeys`` random keys per second, over gRPC or REST, one connection per caller."""
-    rng = random.Random(seed)
-    callers: list[Any]
-    if transport == "grpc":
-        callers = [server.client() for _ in range(concurrency)]
-    else:
-        callers = [RestSync(server.name, "127.0.0.1", server.http_port) for _ in range(concurrency)]
-    done = 0
-    errors = 0
-    try:
-        await asyncio.gather(*(c.sync(KEYS[:1]) for c in callers))
-        meter = CpuMeter(server.pid).start()
-        deadline = time.monotonic() + seconds
 
-        async def reader(caller: Any) -> None:
-            nonlocal done, errors
-            while time.monotonic() < deadline:
-                keys = rng.sample(KEYS, nkeys)
-                try:
-                    got = await caller.sync(keys)
-                    if got == nkeys:
-                        done += 1
-                    else:
-                        errors += 1
-                except Exception:
-                    errors += 1
+    def connect() -> Any:
+        return server.client() if transport == "grpc" else RestSync(server.name, "127.0.0.1", server.http_port)
 
-        await asyncio.gather(*(reader(c) for c in callers))
-        meter.stop()
-    finally:
-        await asyncio.gather(*(c.close() for c in callers), return_exceptions=True)
-    return {"per_s": done / meter.wall, "server_util": meter.utilisation, "errors": errors}
+    async def sync(caller: Any, rng: random.Random) -> bool:
+        return bool(await caller.sync(rng.sample(KEYS, nkeys)) == nkeys)
+
+    return await rate(server, [connect() for _ in range(concurrency)], sync, seconds, seed)
 
 
 async def warm_up(server: Server) -> None:
@@ -454,10 +456,7 @@ async def workload_b(run: Run, server: Server, n: int, out: dict[str, Any], core
     out["b"] = await run.step(
         server, n, "workload (b)", fanout(server, run.pool, keys, plan.b_interval, drain_timeout=30)
     )
-    run.log(
-        f"  (b) last subscriber p50 {out['b']['last_sub_p50_ms']:.1f} ms, "
-        f"{out['b']['cpu_ms_per_update']:.2f} ms CPU/update, errors {out['b']['errors']}"
-    )
+    run.log_fanout("(b)", out["b"])
     core_s = time.monotonic() - core_started
     out["core_s"] = core_s
     if n == plan.loaded_size:
@@ -490,10 +489,7 @@ async def own_connections(run: Run, server: Server, n: int) -> dict[str, Any]:
         fanout(server, run.pool, [HOT_KEY] * plan.a1_updates, plan.a_interval, drain_timeout=30),
     )
     out["a"]["errors"] += sum((await run.bounded("close (a), one connection each", run.pool.close())).values())
-    run.log(
-        f"  (a) one connection each: last subscriber p50 {out['a']['last_sub_p50_ms']:.1f} ms, "
-        f"errors {out['a']['errors']}"
-    )
+    run.log_fanout("(a) one connection each", out["a"])
     return out
 
 
@@ -522,10 +518,7 @@ async def run_size(run: Run, server: Server, n: int, *, first: bool, full: bool 
             "workload (a)",
             fanout(server, run.pool, [HOT_KEY] * plan.a_updates, plan.a_interval, drain_timeout=30),
         )
-        run.log(
-            f"  (a) last subscriber p50 {out['a']['last_sub_p50_ms']:.1f} ms, "
-            f"{out['a']['cpu_ms_per_update']:.2f} ms CPU/update, errors {out['a']['errors']}"
-        )
+        run.log_fanout("(a)", out["a"])
         if isinstance(server, Datastream) and full and n == plan.loaded_size:
             # Same subscribers and key as (a), the value saved through the admin's change form instead.
             session = server.admin()
@@ -536,10 +529,7 @@ async def run_size(run: Run, server: Server, n: int, *, first: bool, full: bool 
                 "admin saves",
                 fanout(AdminTarget(server, session), run.pool, [HOT_KEY] * plan.admin_updates, plan.a_interval, 30),
             )
-            run.log(
-                f"  admin save -> last subscriber p50 {out['admin']['last_sub_p50_ms']:.1f} ms, "
-                f"errors {out['admin']['errors']}"
-            )
+            run.log_fanout("admin saves", out["admin"])
         out["c"] = await run.step(server, n, "workload (c)", reconnect(server, run.pool, n, timeout=open_timeout(n)))
         out["c"]["errors"] += sum((await run.bounded("close (c)", run.pool.close())).values())
         run.log(
@@ -724,8 +714,7 @@ async def scaleout(run: Run, prod: Production, n: int) -> None:
             runs.setdefault(procs, []).append(await scaleout_size(run, prod, n, procs))
         except OutOfTime as exc:
             note = f"production N={n}, {procs} gRPC process(es): stopped when the time budget ran out (during {exc})"
-            run.plan.notes.append(note)
-            run.log(note)
+            run.note(note)
             await run.spread_pool.stop()
             run.spread_pool = WorkerPool(run.logs, run.plan.per_worker, cores=[SERVER_CORE, CLIENT_CORE], name="spread")
             break
@@ -738,8 +727,7 @@ async def start_production(run: Run) -> Production | None:
     missing = missing_servers()
     if missing:
         note = "production part skipped: " + "; ".join(missing)
-        run.plan.notes.append(note)
-        run.log(note)
+        run.note(note)
         return None
     prod = Production(run.logs)
     run.log("production: PostgreSQL and Redis, migrate and seed 1,001 int keys, web process")
@@ -772,8 +760,7 @@ async def compare_size(run: Run, ours: Datastream, etcd: Etcd, floor: Floor, n: 
             failure = exc
             # A start that timed out leaves the process running; the next size starts a new one.
             server.stop()
-        run.plan.notes.append(note)
-        run.log(note)
+        run.note(note)
         run.results[server.name][n] = {"incomplete": str(failure)}
         await run.pool.stop()
         run.pool = WorkerPool(run.logs, run.plan.per_worker)
@@ -783,8 +770,7 @@ def fits(run: Run, what: str, need: float) -> bool:
     """Whether ``need`` seconds are left (inf: nothing to estimate from, so try); a skip becomes a note."""
     if need != float("inf") and need > run.left() - 15:
         note = f"{what} skipped: estimated {need:.0f}s from the smaller runs, {run.left():.0f}s left"
-        run.plan.notes.append(note)
-        run.log(note)
+        run.note(note)
         return False
     if need != float("inf"):
         run.log(f"{what}: estimated {need:.0f}s, {run.left():.0f}s left")
@@ -911,8 +897,8 @@ def main(argv: list[str] | None = None) -> int:
         run.log("interrupted; servers and workers stopped")
     except Exception as exc:
         failure = exc
-        plan.notes.append(f"run failed: {type(exc).__name__}: {exc}")
-        run.log(f"run failed: {type(exc).__name__}: {exc}")
+        run.note(f"run failed: {type(exc).__name__}: {exc}")
+    machine["load_average_1min_after"] = round(os.getloadavg()[0], 2)
     results = {
         "plan": asdict(plan),
         "pinned": pinned,
