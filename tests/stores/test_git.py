@@ -12,8 +12,9 @@ import io
 import json
 import os
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from rest_framework.test import APIClient
 from datastream_app import services
 from datastream_app.audit import Interface, acting
 from datastream_app.exceptions import Aborted, InvalidArgument, InvalidValue, PermissionDenied, Unavailable
-from datastream_app.models import MirroredEntry, Setting, SettingChange
+from datastream_app.models import MirroredEntry, Setting, SettingChange, StoreStatus
 from datastream_app.stores.git import GitStore
 from tests.conftest import serving
 from tests.stores.contract import *  # noqa: F403 - the contract's tests run here
@@ -576,27 +577,49 @@ def test_webhook__get__405(webhook_stores):
     assert APIClient().get("/api/v1/stores/repo/refresh").status_code == 405
 
 
-async def test_webhook__pushed_change__reaches_a_subscriber_before_the_next_poll(repos):
+def checked_at() -> Any:
+    """When the git store was last listed (the watcher's poll, a webhook, refreshstores)."""
+    status = StoreStatus.objects.filter(alias="repo").first()
+    return status.checked_at if status else None
+
+
+async def test_webhook__pushed_change__reaches_a_subscriber_with_no_poll_between(repos, monkeypatch):
     from protos import datastream_pb2
 
-    # A poll interval far above the time allowed below: only the webhook can explain the change.
-    stores = {"default": MODEL_STORE, "repo": repos.config(webhook_secret=SECRET, poll_interval=4.0)}
+    # An hour between polls: after the watcher's first listing, nothing but the
+    # webhook lists the repository again during this test. The wait between
+    # polls is made interruptible, so the service stops without sleeping it out.
+    released = threading.Event()
+    monkeypatch.setattr(GitStore, "wait", lambda self, timeout: released.wait(timeout))
+    stores = {"default": MODEL_STORE, "repo": repos.config(webhook_secret=SECRET, poll_interval=3600.0)}
     # Cloned and read once before the service starts, so subscribing does not race the first clone.
     await sync_to_async(GitStore(alias="repo", prefix=PREFIX, **repos.options()).refresh, thread_sensitive=False)()
-    async with serving(DATASTREAM={"STORES": stores}) as (_, stub):
-        call = stub.Subscribe(datastream_pb2.DataRequest(keys=["repo/motd.txt"]))
-        first = await asyncio.wait_for(call.read(), 10)
-        await sync_to_async(repos.other.change, thread_sensitive=False)({"motd.txt": b"hooked"})
-        started = time.monotonic()
-        response = await sync_to_async(webhook, thread_sensitive=False)("repo", f"Bearer {SECRET}")
-        update = await asyncio.wait_for(call.read(), 10)
-        elapsed = time.monotonic() - started
-        call.cancel()
+    before = await sync_to_async(checked_at)()
+    try:
+        async with serving(DATASTREAM={"STORES": stores}) as (_, stub):
+            # The watcher's first listing; the next poll is an hour after it.
+            await eventually(lambda: sync_to_async(lambda: checked_at() != before)())
+            call = stub.Subscribe(datastream_pb2.DataRequest(keys=["repo/motd.txt"]))
+            first = await asyncio.wait_for(call.read(), 10)
+            await sync_to_async(repos.other.change, thread_sensitive=False)({"motd.txt": b"hooked"})
+            response = await sync_to_async(webhook, thread_sensitive=False)("repo", f"Bearer {SECRET}")
+            update = await asyncio.wait_for(call.read(), 30)
+            call.cancel()
+    finally:
+        released.set()
 
     assert first.data["repo/motd.txt"].value == b"hello"
     assert response.status_code == 202
     assert update.data["repo/motd.txt"].value == b"hooked"
-    assert elapsed < 3.0
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+    """Await ``check`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
 
 
 # refreshstores
