@@ -1,12 +1,10 @@
-"""The change message every save publishes, and its pre-serialised wire frame."""
+"""The change message every save publishes (its wire form is built in rpc/frames.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-from protos import datastream_pb2
 
 MESSAGE_TYPE = "datastream.change"
 
@@ -50,24 +48,3 @@ class Entry:
             deleted=bool(message.get("deleted", False)),
             secret=bool(message.get("secret", False)),
         )
-
-    def to_proto(self) -> datastream_pb2.Data:
-        """The wire ``Data`` message for this entry."""
-        data = datastream_pb2.Data(key=self.key, value=self.value, value_type=self.value_type, revision=self.revision)
-        data.updated_at.FromDatetime(self.updated_at)
-        return data
-
-    def frame(self) -> bytes:
-        """A serialised ``DataResponse`` holding only this entry.
-
-        Serialised DataResponse messages concatenate into one valid DataResponse
-        (map entries are repeated fields), so coalesced updates are joined bytes.
-        """
-        response = datastream_pb2.DataResponse()
-        response.data[self.key].CopyFrom(self.to_proto())
-        return response.SerializeToString()
-
-
-def response_frame(entries: dict[str, Entry]) -> bytes:
-    """A serialised ``DataResponse`` holding all ``entries``."""
-    return b"".join(entry.frame() for entry in entries.values())

@@ -21,6 +21,13 @@ from datastream_app.changes import Entry
 logger = logging.getLogger(__name__)
 
 GROUP = "datastream.changes"
+# A group message asking whichever process watches a store to list it now.
+REFRESH_TYPE = "datastream.refresh"
+
+
+def refresh_message(alias: str) -> dict[str, Any]:
+    """The group message asking for store ``alias`` to be listed now."""
+    return {"type": REFRESH_TYPE, "store": alias}
 
 
 class Publisher:

@@ -17,7 +17,9 @@ from grpc_reflection.v1alpha import reflection
 
 from datastream_app.access import anonymous_notice
 from datastream_app.conf import datastream_settings
-from datastream_app.hub import Hub, set_hub
+from datastream_app.hub import Hub
+from datastream_app.hub.health import Health
+from datastream_app.rpc.frames import entry_frame
 from datastream_app.rpc.interceptors import CallInterceptor
 from datastream_app.rpc.servicer import SERVICE_NAME
 from datastream_app.stores.watch import StoreWatchers
@@ -83,20 +85,18 @@ def server_credentials() -> grpc.ServerCredentials | None:
 class GrpcService:
     """A running gRPC server: the DataService, health, reflection and the hub."""
 
-    def __init__(self, address: str, *, max_workers: int | None = None) -> None:
+    def __init__(self, address: str) -> None:
         self.address = address
-        self.max_workers = max_workers
         self.port = 0
-        self.hub = Hub()
+        self.hub = Hub(frame=entry_frame)
         self.watchers = StoreWatchers()
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
 
     async def start(self) -> int:
         """Start the hub, then serve; return the bound port."""
+        self.hub.health.on_change = self._on_health_change
         await self.hub.start()
-        set_hub(self.hub)
-        self.hub.on_health_change = self._on_health_change
         self.hub.on_refresh = self.watchers.wake
         await self.watchers.start()
         server = grpc.aio.server(
@@ -105,7 +105,8 @@ class GrpcService:
             maximum_concurrent_rpcs=None,
         )
         hook = import_string(settings.GRPC_FRAMEWORK["ROOT_HANDLERS_HOOK"])
-        hook(server)
+        # The hook registers the servicers; they get this process's hub injected.
+        hook(server, self.hub)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
@@ -140,18 +141,17 @@ class GrpcService:
             await stopping
         else:
             await self.hub.stop()
-        set_hub(None)
 
     async def wait_for_termination(self) -> None:
         """Block until the server stops."""
         assert self.server is not None
         await self.server.wait_for_termination()
 
-    def _on_health_change(self, hub: Hub) -> None:
+    def _on_health_change(self, health: Health) -> None:
         asyncio.get_running_loop().create_task(self._publish_health())
 
     async def _publish_health(self) -> None:
-        serving = self.hub.database_ok and self.hub.layer_ok
+        serving = self.hub.health.serving
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         await self.health.set("", status)
         await self.health.set(SERVICE_NAME, status)

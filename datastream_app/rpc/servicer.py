@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 from google.protobuf import empty_pb2
@@ -12,22 +12,37 @@ from google.protobuf.message import DecodeError, Message
 from datastream_app import limits, services
 from datastream_app.access import Principal
 from datastream_app.audit import Interface, acting
-from datastream_app.changes import response_frame
-from datastream_app.hub import Subscription, get_hub
+from datastream_app.edge import client_host
+from datastream_app.hub import CloseReason, Hub, Subscription
 from datastream_app.rpc.errors import MalformedRequest, abort_for, check_request, grpc_errors
+from datastream_app.rpc.frames import response_frame
 from datastream_app.rpc.interceptors import current_principal
 from protos import datastream_pb2, datastream_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
+# How a stream the hub ended closes on the wire.
+CLOSE_STATUS: dict[CloseReason, tuple[grpc.StatusCode, str]] = {
+    CloseReason.SHUTDOWN: (grpc.StatusCode.UNAVAILABLE, "server is shutting down; reconnect"),
+    CloseReason.REVOKED: (grpc.StatusCode.UNAUTHENTICATED, "token was revoked or expired"),
+}
+
 
 def peer_name(context: grpc.aio.ServicerContext) -> str:
     """The caller as history records it (its address until tokens name it)."""
-    return context.peer() or ""
+    return client_host(context.peer())
 
 
 class DataServicer(datastream_pb2_grpc.DataServiceServicer):
-    """ListCapabilities, Sync, Subscribe and PushUpdate."""
+    """ListCapabilities, Sync, Subscribe and PushUpdate over the process's ``hub``.
+
+    ``seam``, if given, is awaited inside Subscribe between registering with the
+    hub and reading the snapshot (tests commit changes there; None in production).
+    """
+
+    def __init__(self, hub: Hub, *, seam: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.hub = hub
+        self.seam = seam
 
     @grpc_errors
     async def ListCapabilities(
@@ -51,7 +66,7 @@ class DataServicer(datastream_pb2_grpc.DataServiceServicer):
         # each generator layer costs a resume per message on every stream.
         # For the same reason errors are mapped here rather than by @grpc_errors.
         principal = current_principal()
-        hub = get_hub()
+        hub = self.hub
         try:
             check_request(request)
             first, sub = await self._open(request, principal)
@@ -66,8 +81,8 @@ class DataServicer(datastream_pb2_grpc.DataServiceServicer):
             while True:
                 frame = await sub.next_frame()
                 if frame is None:
-                    code, message = sub.close_reason or ("UNAVAILABLE", "server is shutting down; reconnect")
-                    await context.abort(grpc.StatusCode[code], message)
+                    code, message = CLOSE_STATUS[sub.close_reason]
+                    await context.abort(code, message)
                     return
                 await write(frame)
         finally:
@@ -77,12 +92,14 @@ class DataServicer(datastream_pb2_grpc.DataServiceServicer):
     async def _open(self, request: datastream_pb2.DataRequest, principal: Principal) -> tuple[bytes, Subscription]:
         keys = services.normalize_keys(request.keys)
         services.check_readable(keys, principal)
-        hub = get_hub()
+        hub = self.hub
         limits.streams.acquire(principal)
         # Subscribe before reading the snapshot: a change committed in between
         # is queued, and prime() drops whatever the snapshot already holds.
         sub = hub.subscribe(keys or None, principal)
         try:
+            if self.seam is not None:
+                await self.seam()
             snapshot = hub.snapshot(keys)
             if snapshot is None:
                 snapshot = await services.aget_entries(keys=keys, principal=principal)

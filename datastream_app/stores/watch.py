@@ -10,8 +10,7 @@ from typing import Any
 from channels.db import DatabaseSyncToAsync
 
 from datastream_app.exceptions import Unavailable
-from datastream_app.hub import REFRESH_TYPE
-from datastream_app.publisher import publisher
+from datastream_app.publisher import publisher, refresh_message
 from datastream_app.stores import get_stores
 from datastream_app.stores.mirrored import MirroredStore
 
@@ -20,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 def request_refresh(alias: str) -> None:
     """Ask whichever process watches ``alias`` to list it now (webhooks, management command)."""
-    publisher.send({"type": REFRESH_TYPE, "store": alias})
+    publisher.send(refresh_message(alias))
 
 
 def mirrored_stores() -> list[MirroredStore]:

@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 
 from datastream_app.models import Setting, SettingChange
 from protos import datastream_pb2
-from tests.conftest import request, wait_for
+from tests.conftest import request, serving
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -128,7 +128,7 @@ async def test_subscribe__unknown_key__not_found(stub):
     assert "missing_key" in error.value.details()
 
 
-async def test_subscribe__push__change_streamed_and_stream_cleaned_up(stub, grpc_service):
+async def test_subscribe__push__change_streamed(stub):
     call = stub.Subscribe(request("max_connections"))
     await call.read()
 
@@ -137,7 +137,40 @@ async def test_subscribe__push__change_streamed_and_stream_cleaned_up(stub, grpc
     call.cancel()
 
     assert update.data["max_connections"].value == b"42"
-    await wait_for(lambda: grpc_service.hub.subscription_count == 0)
+
+
+async def test_subscribe__cancelled_stream__its_slot_is_given_back(demo):
+    # A token may hold one stream: a second one opens only once the first is
+    # cleaned up after its client cancelled it.
+    from datastream_app.access import Grant, issue_token
+
+    _, token = await sync_to_async(issue_token)(name="one-stream", grants=[Grant("", read=True, write=True)])
+    metadata = (("authorization", f"Bearer {token}"),)
+    async with serving(DATASTREAM={"MAX_STREAMS_PER_TOKEN": 1}) as (_, stub):
+        first = stub.Subscribe(request("max_connections"), metadata=metadata)
+        await first.read()
+        refused = stub.Subscribe(request("max_connections"), metadata=metadata)
+        with pytest.raises(grpc.aio.AioRpcError) as while_open:
+            await refused.read()
+        first.cancel()
+        attempts = 0
+        async with asyncio.timeout(10):
+            while True:
+                attempts += 1
+                second = stub.Subscribe(request("max_connections"), metadata=metadata)
+                try:
+                    snapshot = await second.read()
+                    break
+                except grpc.aio.AioRpcError as error:
+                    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    await asyncio.sleep(0.01)
+        await stub.PushUpdate(datastream_pb2.Data(key="max_connections", value=b"43"), metadata=metadata)
+        update = await asyncio.wait_for(second.read(), 10)
+        second.cancel()
+
+    assert while_open.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert snapshot.data["max_connections"].value == b"10"
+    assert update.data["max_connections"].value == b"43"
 
 
 async def test_subscribe__other_key_changes__not_sent(stub):
@@ -266,15 +299,15 @@ async def test_malformed_request_bytes__each_rpc__invalid_argument(channel):
         assert "malformed" in error.value.details()
 
 
-async def test_subscribe__key_deleted_while_others_watch_it__new_subscriber_gets_not_found(stub, grpc_service):
-    watching = stub.Subscribe(request("ratio"))
+async def test_subscribe__key_deleted_while_others_watch_it__new_subscriber_gets_not_found(stub):
+    watching = stub.Subscribe(request("ratio", "rate_limit"))
     await watching.read()
     await sync_to_async(lambda: Setting.objects.get(key="ratio").delete())()
-    await wait_for(
-        lambda: (
-            grpc_service.hub._cache.get("ratio", (None,))[0] is not None and grpc_service.hub._cache["ratio"][0].deleted
-        )
-    )
+    # Changes reach the hub in revision order: once the watcher holds a change
+    # made after the deletion, the hub has seen the deletion too.
+    await stub.PushUpdate(datastream_pb2.Data(key="rate_limit", value=b"7"))
+    after = await asyncio.wait_for(watching.read(), 10)
+    assert after.data["rate_limit"].value == b"7"
 
     late = stub.Subscribe(request("ratio"))
     with pytest.raises(grpc.aio.AioRpcError) as error:
@@ -284,7 +317,7 @@ async def test_subscribe__key_deleted_while_others_watch_it__new_subscriber_gets
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_subscribe__second_subscriber__snapshot_from_the_hub_equals_the_database(stub, grpc_service):
+async def test_subscribe__second_subscriber__snapshot_from_the_hub_equals_the_database(stub):
     first = stub.Subscribe(request("max_connections", "limits"))
     await first.read()
     await stub.PushUpdate(datastream_pb2.Data(key="limits", value=b'{"b":2}'))
@@ -296,7 +329,6 @@ async def test_subscribe__second_subscriber__snapshot_from_the_hub_equals_the_da
     first.cancel()
     second.cancel()
 
-    assert "limits" in grpc_service.hub._cache
     assert {k: (v.value, v.revision) for k, v in snapshot.data.items()} == {
         k: (v.value, v.revision) for k, v in synced.data.items()
     }

@@ -12,7 +12,7 @@ from channels.layers import InMemoryChannelLayer
 
 from datastream_app.models import Setting
 from protos import datastream_pb2, datastream_pb2_grpc
-from tests.conftest import request, serving, wait_for
+from tests.conftest import request, serving
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -85,21 +85,17 @@ async def test_subscribe__subscribers_join_during_pushes__every_one_ends_on_the_
     assert service.hub.stats["resyncs"] == 0
 
 
-async def test_subscribe__stalled_subscriber__bounded_pending_and_latest_value_at_the_end(demo):
-    async with serving(DATASTREAM=NO_RESYNC) as (service, stub):
+async def test_subscribe__stalled_subscriber__bounded_backlog_and_latest_value_at_the_end(demo):
+    async with serving(DATASTREAM=NO_RESYNC) as (_, stub):
         stalled = stub.Subscribe(request("blob"))
         await stalled.read()
-        await wait_for(lambda: "blob" in service.hub._by_key)
-        (sub,) = service.hub._by_key["blob"]
         pushes = 60
         big = 512 * 1024
-        most_pending = 0
         for i in range(pushes):
             # Distinct 512 KiB values: far more than the HTTP/2 windows
             # hold, so the server's writes to this stream block.
             value = bytes([i % 256]) * big
             await stub.PushUpdate(datastream_pb2.Data(key="blob", value=value))
-            most_pending = max(most_pending, len(sub.pending))
         # The stalled stream now reads everything that is left.
         received = []
         async with asyncio.timeout(30):
@@ -110,8 +106,10 @@ async def test_subscribe__stalled_subscriber__bounded_pending_and_latest_value_a
                     break
         stalled.cancel()
 
-    assert most_pending <= 1
-    assert len(received) < pushes
+    # The frames the transport took before the writes blocked (socket buffers
+    # and HTTP/2 windows: 8 of these 512 KiB frames on the reference machine),
+    # then the latest value coalesced: a backlog would deliver all 60.
+    assert len(received) <= pushes // 3
     assert received[-1] == bytes([(pushes - 1) % 256]) * big
 
 

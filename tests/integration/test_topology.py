@@ -185,6 +185,8 @@ def topology(tmp_path: Path) -> Iterator[Topology]:
             # Clients here speak plain HTTP to the process, as a TLS proxy would.
             "SECURE_SSL_REDIRECT": "0",
             "DATASTREAM_RESYNC_INTERVAL_MS": "300",
+            # The clients here are anonymous on loopback (off by default with PostgreSQL).
+            "DATASTREAM_ANONYMOUS_LOOPBACK": "1",
             "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD,
         }
         top.manage("migrate", "--noinput", "-v", "0")

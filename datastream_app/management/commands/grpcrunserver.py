@@ -33,7 +33,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("address", nargs="?", help="host:port to bind (default GRPC_HOST:GRPC_PORT)")
         parser.add_argument(
-            "--max-workers", type=int, default=None, help="accepted for compatibility; grpc.aio needs no thread pool"
+            "--max-workers",
+            type=int,
+            default=None,
+            help="ignored, accepted for compatibility (grpc.aio runs every handler on the event loop)",
         )
         parser.add_argument("--dev", action="store_true", help="restart when code changes")
         parser.add_argument("--grace", type=float, default=5.0, help="seconds open streams get on shutdown")
@@ -48,6 +51,6 @@ class Command(BaseCommand):
     def _run(self, address: str, options: dict[str, Any]) -> None:
         self.check(display_num_errors=True)
         tune_gc()
-        service = GrpcService(address, max_workers=options["max_workers"])
+        service = GrpcService(address)
         self.stdout.write(f"datastream gRPC server on {address}; Ctrl-C to stop")
         run(serve_until_signal(service, options["grace"]))
