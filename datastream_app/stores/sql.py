@@ -671,6 +671,7 @@ class SQLStore(MirroredStore):
         channel: str | None = None,
         timeout: float = 10.0,
         stale_after: float | None = None,
+        webhook_secret: str = "",
         **unknown: Any,
     ) -> None:
         # Before anything else: a misspelt option must not surface as another error.
@@ -695,7 +696,13 @@ class SQLStore(MirroredStore):
         self.timeout = float(timeout)
         if poll_interval is None:
             poll_interval = SQLITE_POLL_INTERVAL if scheme == "sqlite" else POSTGRES_POLL_INTERVAL
-        super().__init__(alias=alias, prefix=prefix, poll_interval=poll_interval, stale_after=stale_after)
+        super().__init__(
+            alias=alias,
+            prefix=prefix,
+            poll_interval=poll_interval,
+            stale_after=stale_after,
+            webhook_secret=webhook_secret,
+        )
         self.engine: _SQLite | _Postgres
         if scheme == "sqlite":
             if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):

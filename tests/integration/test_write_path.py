@@ -240,6 +240,7 @@ def _now(check: Callable[[], bool]) -> Callable[[], Any]:
     return holds
 
 
+@pytest.mark.timeout(600)
 async def test_write_path__admin_rest_grpc_and_a_store_watcher_on_the_same_keys__one_unbroken_history(http_port):
     token = await sync_to_async(_setup)()
     stores = {**settings.DATASTREAM, "STORES": STORES}
