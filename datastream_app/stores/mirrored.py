@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Q
 from django.utils import timezone
 
@@ -64,8 +65,12 @@ class MirroredStore(Store):
     """A store whose keys are copied from an outside source by a watcher.
 
     OPTIONS common to every external store: ``poll_interval`` (seconds between
-    listings, default 5), ``stale_after`` (seconds without a successful listing
-    before its keys fail with UNAVAILABLE, default max(3 * poll_interval, 15)).
+    listings, default 5), ``stale_after`` (seconds without a successful listing,
+    by whichever process, before its keys fail with UNAVAILABLE, default
+    max(3 * poll_interval, 15)), ``lease_seconds`` (how long a watcher's lease
+    lasts unrenewed, default stale_after / 2: shorter than stale_after, so a
+    process taking over from one that vanished lists before readers see staleness),
+    ``webhook_secret`` (enables ``POST /api/v1/stores/<alias>/refresh`` for callers bearing it).
     """
 
     def __init__(
@@ -75,11 +80,21 @@ class MirroredStore(Store):
         prefix: str = "",
         poll_interval: float = 5.0,
         stale_after: float | None = None,
+        lease_seconds: float | None = None,
+        webhook_secret: str = "",
         **options: Any,
     ) -> None:
         super().__init__(alias=alias, prefix=prefix, **options)
+        # Checked by the webhook endpoint (api/webhooks.py): a POST bearing it asks for a refresh now.
+        self.webhook_secret = str(webhook_secret)
         self.poll_interval = float(poll_interval)
         self.stale_after = float(stale_after) if stale_after is not None else max(3 * self.poll_interval, 15.0)
+        self.lease_seconds = float(lease_seconds) if lease_seconds is not None else self.stale_after / 2
+        if not 0 < self.lease_seconds < self.stale_after:
+            raise ImproperlyConfigured(
+                f"store {alias!r}: lease_seconds ({self.lease_seconds:g}) must be positive and shorter than "
+                f"stale_after ({self.stale_after:g})"
+            )
         self._rejected: set[tuple[str, str]] = set()
 
     # Backend hooks
@@ -212,7 +227,7 @@ class MirroredStore(Store):
     def acquire_lease(self, holder: str = PROCESS_ID) -> bool:
         """Take or renew the watcher lease for this store; False if another live process holds it."""
         now = timezone.now()
-        until = now + timedelta(seconds=self.stale_after)
+        until = now + timedelta(seconds=self.lease_seconds)
         StoreStatus.objects.get_or_create(alias=self.alias)
         taken = StoreStatus.objects.filter(
             Q(leader=holder) | Q(leader="") | Q(lease_until__isnull=True) | Q(lease_until__lt=now), alias=self.alias

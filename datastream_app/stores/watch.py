@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 from typing import Any
 
 from channels.db import DatabaseSyncToAsync
@@ -12,7 +13,7 @@ from channels.db import DatabaseSyncToAsync
 from datastream_app.exceptions import Unavailable
 from datastream_app.publisher import publisher, refresh_message
 from datastream_app.stores import get_stores
-from datastream_app.stores.mirrored import MirroredStore
+from datastream_app.stores.mirrored import PROCESS_ID, MirroredStore
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +29,13 @@ def mirrored_stores() -> list[MirroredStore]:
 
 
 class StoreWatchers:
-    """One refresh loop per external store; only the lease holder of a store lists it."""
+    """One refresh loop per external store; only the lease holder of a store lists it.
 
-    def __init__(self) -> None:
+    ``holder`` names this set of watchers in the lease (default: this process).
+    """
+
+    def __init__(self, *, holder: str = PROCESS_ID) -> None:
+        self.holder = holder
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self.stores = {store.alias: store for store in mirrored_stores()}
@@ -42,7 +47,7 @@ class StoreWatchers:
             self._tasks[alias] = asyncio.create_task(self._loop(store), name=f"datastream-watch-{alias}")
 
     async def stop(self) -> None:
-        """Stop the loops and hand the leases over."""
+        """Stop the loops and hand the leases over (the other processes are asked to list at once)."""
         for task in self._tasks.values():
             task.cancel()
         for task in self._tasks.values():
@@ -51,7 +56,8 @@ class StoreWatchers:
         self._tasks.clear()
         for store in self.stores.values():
             try:
-                await DatabaseSyncToAsync(store.release_lease, thread_sensitive=False)()
+                await DatabaseSyncToAsync(store.release_lease, thread_sensitive=False)(self.holder)
+                request_refresh(store.alias)
             except Exception:
                 logger.warning("store %s: could not release the watcher lease", store.alias, exc_info=True)
             await asyncio.to_thread(store.close)
@@ -63,7 +69,7 @@ class StoreWatchers:
             event.set()
 
     async def _loop(self, store: MirroredStore) -> None:
-        acquire = DatabaseSyncToAsync(store.acquire_lease, thread_sensitive=False)
+        acquire = partial(DatabaseSyncToAsync(store.acquire_lease, thread_sensitive=False), self.holder)
         refresh = DatabaseSyncToAsync(store.refresh, thread_sensitive=False)
         waiting: asyncio.Future[Any] | None = None
         backoff = store.poll_interval
