@@ -2,21 +2,38 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | md5sum | cut -c1-12)
+# One stamp per requirement set, named by a hash of its files: `make run` needs only the runtime
+# (requirements.txt), `make test` and the checks the development toolchain too (requirements-dev.txt,
+# which includes requirements.txt, so installing it also satisfies the runtime stamp).
+RUN_STAMP := $(VENV)/.installed-run-$(shell cat requirements.txt | md5sum | cut -c1-12)
+DEV_STAMP := $(VENV)/.installed-dev-$(shell cat requirements.txt requirements-dev.txt | md5sum | cut -c1-12)
+# `make run-stores` also needs moto's S3 server, pinned once, in requirements-dev.txt.
+MOTO_PIN := $(shell grep '^moto' requirements-dev.txt)
 PROTO_OUT := protos
 
-.PHONY: install run run-stores serve migrate bootstrap protos lint format typecheck migrations-check check test test-production test-fast bench clean
+.PHONY: install install-run run run-stores serve migrate bootstrap protos lint format typecheck migrations-check check test test-production test-fast bench clean
 
-install: $(STAMP)
+# Runtime and development requirements.
+install: $(DEV_STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+# Runtime requirements only: what `make run` needs.
+install-run: $(RUN_STAMP)
+
+$(RUN_STAMP): requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	@rm -f $(VENV)/.installed-run-*
+	@touch $@
+
+$(DEV_STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-*
-	@touch $@
+	@touch $@ $(RUN_STAMP)
 
-migrate: install
+migrate: install-run
 	$(BIN)/python manage.py migrate --noinput -v 0
 
 bootstrap: migrate
@@ -27,7 +44,8 @@ run: bootstrap
 	$(BIN)/python manage.py serve
 
 # The same, plus a git repository and an S3 bucket mounted beside the settings.
-run-stores: install
+run-stores: install-run
+	$(BIN)/python -m pip install --quiet "$(MOTO_PIN)"
 	$(BIN)/python examples/stores_demo.py
 
 protos: install

@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """List capabilities, sync, then subscribe and print every update; reconnects with backoff.
 
-python examples/client.py [--target 127.0.0.1:50051] [keys ...]
+python examples/client.py [--address HOST:PORT] [--once] [keys ...]
+
+The address defaults to DATASTREAM_ADDRESS, else 127.0.0.1:$GRPC_PORT (the port
+`make run` serves gRPC on; 50051 when unset). It is printed, with every retry.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import time
@@ -16,7 +18,7 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import auth_metadata, open_channel
+from common import UNREACHABLE_HINT, add_connection_arguments, auth_metadata, open_channel
 
 from protos import datastream_pb2, datastream_pb2_grpc
 
@@ -31,9 +33,7 @@ def show(data: datastream_pb2.Data) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", default="127.0.0.1:50051")
-    parser.add_argument("--token", default=os.environ.get("DATASTREAM_TOKEN"), help="API token (or DATASTREAM_TOKEN)")
-    parser.add_argument("--ca", default=None, help="CA certificate file: connect with TLS")
+    add_connection_arguments(parser)
     parser.add_argument("--once", action="store_true", help="print the first message of Subscribe and exit")
     parser.add_argument("--max-backoff", type=float, default=10.0)
     parser.add_argument("keys", nargs="*", help="keys to watch (default: all)")
@@ -41,9 +41,11 @@ def main() -> int:
 
     backoff = 0.2
     latest: dict[str, datastream_pb2.Data] = {}
+    hinted = False
+    print(f"connecting to {args.address}", file=sys.stderr, flush=True)
     while True:
         try:
-            with open_channel(args.target, args.ca) as channel:
+            with open_channel(args.address, args.ca) as channel:
                 stub = datastream_pb2_grpc.DataServiceStub(channel)
                 meta = auth_metadata(args.token)
                 capabilities = stub.ListCapabilities(
@@ -72,7 +74,10 @@ def main() -> int:
                 print(f"error: {code.name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
                 return 1
             delay = backoff * (0.5 + random.random())
-            print(f"reconnecting in {delay:.1f}s ({code.name})", file=sys.stderr, flush=True)
+            print(f"reconnecting to {args.address} in {delay:.1f}s ({code.name})", file=sys.stderr, flush=True)
+            if code == grpc.StatusCode.UNAVAILABLE and not latest and not hinted:
+                print(f"  {UNREACHABLE_HINT}", file=sys.stderr, flush=True)
+                hinted = True
             time.sleep(delay)
             backoff = min(backoff * 2, args.max_backoff)
         except KeyboardInterrupt:

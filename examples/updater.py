@@ -1,34 +1,33 @@
 #!/usr/bin/env python
 """Push one value over gRPC, like the original updater: max_connections = 20 by default.
 
-python examples/updater.py [--target 127.0.0.1:50051] [--key max_connections] [--value 20] [--type int]
+python examples/updater.py [--address HOST:PORT] [--key max_connections] [--value 20] [--type int]
+
+The address defaults to DATASTREAM_ADDRESS, else 127.0.0.1:$GRPC_PORT (50051 when unset).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import auth_metadata, open_channel
+from common import UNREACHABLE_HINT, add_connection_arguments, auth_metadata, open_channel
 
 from protos import datastream_pb2, datastream_pb2_grpc
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", default="127.0.0.1:50051")
-    parser.add_argument("--token", default=os.environ.get("DATASTREAM_TOKEN"), help="API token (or DATASTREAM_TOKEN)")
-    parser.add_argument("--ca", default=None, help="CA certificate file: connect with TLS")
+    add_connection_arguments(parser)
     parser.add_argument("--key", default="max_connections")
     parser.add_argument("--value", default="20", help="the value's wire text")
     parser.add_argument("--type", default="int", help="value_type (empty: the key's own)")
     args = parser.parse_args()
-    with open_channel(args.target, args.ca) as channel:
+    with open_channel(args.address, args.ca) as channel:
         stub = datastream_pb2_grpc.DataServiceStub(channel)
         try:
             stub.PushUpdate(
@@ -37,9 +36,12 @@ def main() -> int:
                 metadata=auth_metadata(args.token),
             )
         except grpc.RpcError as error:
-            print(f"push failed: {error.code().name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            code = error.code()  # type: ignore[attr-defined]
+            print(f"push failed: {code.name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            if code == grpc.StatusCode.UNAVAILABLE:
+                print(f"  (server at {args.address}) {UNREACHABLE_HINT}", file=sys.stderr)
             return 1
-    print(f"pushed {args.key} = {args.value}")
+    print(f"pushed {args.key} = {args.value} to {args.address}")
     return 0
 
 

@@ -159,7 +159,8 @@ def test_examples__client_and_updater__work_against_make_run(embedded):
     assert refused.returncode == 1
     assert "INVALID_ARGUMENT: 'ten' is not an integer" in refused.stderr
     assert client.returncode == 0, client.stderr
-    assert "capabilities: debug_enabled (bool), max_connections (int), rate_limit (int)" in client.stdout
+    capabilities = "capabilities: app/limit (int), debug_enabled (bool), max_connections (int), rate_limit (int)"
+    assert capabilities in client.stdout
     assert "sync: max_connections = 20 (int)" in client.stdout
 
 

@@ -15,6 +15,8 @@ DEMO_SETTINGS = [
     ("max_connections", "int", b"10", "Maximum concurrent connections."),
     ("rate_limit", "int", b"1000", "Requests per second allowed."),
     ("debug_enabled", "bool", b"false", "Verbose debug output."),
+    # The key of the README's token example: `createtoken my-service --grant app/=rw` reads and writes it.
+    ("app/limit", "int", b"100", "Per-service limit; the README's token example (a grant on app/) uses it."),
 ]
 
 
