@@ -198,23 +198,16 @@ def _serialize(message: bytes | Any) -> bytes:
 
 def add_servicer(servicer: FloorServicer, server: grpc.aio.Server) -> None:
     """Register the four methods with the pass-through response serializer."""
+    unary, stream = grpc.unary_unary_rpc_method_handler, grpc.unary_stream_rpc_method_handler
+    methods = {
+        "ListCapabilities": (unary, datastream_pb2.ListCapabilitiesRequest),
+        "Sync": (unary, datastream_pb2.DataRequest),
+        "Subscribe": (stream, datastream_pb2.DataRequest),
+        "PushUpdate": (unary, datastream_pb2.Data),
+    }
     handlers = {
-        "ListCapabilities": grpc.unary_unary_rpc_method_handler(
-            servicer.ListCapabilities,
-            request_deserializer=datastream_pb2.ListCapabilitiesRequest.FromString,
-            response_serializer=_serialize,
-        ),
-        "Sync": grpc.unary_unary_rpc_method_handler(
-            servicer.Sync, request_deserializer=datastream_pb2.DataRequest.FromString, response_serializer=_serialize
-        ),
-        "Subscribe": grpc.unary_stream_rpc_method_handler(
-            servicer.Subscribe,
-            request_deserializer=datastream_pb2.DataRequest.FromString,
-            response_serializer=_serialize,
-        ),
-        "PushUpdate": grpc.unary_unary_rpc_method_handler(
-            servicer.PushUpdate, request_deserializer=datastream_pb2.Data.FromString, response_serializer=_serialize
-        ),
+        name: kind(getattr(servicer, name), request_deserializer=request.FromString, response_serializer=_serialize)
+        for name, (kind, request) in methods.items()
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)

@@ -102,6 +102,8 @@ class Production:
             "SECRET_KEY": secrets.token_urlsafe(50),
             # The harness speaks plain HTTP to the web process, as a TLS-terminating proxy would.
             "SECURE_SSL_REDIRECT": "0",
+            # Every client is the harness on loopback, with no proxy: anonymous access as in the embedded profile.
+            "DATASTREAM_ANONYMOUS_LOOPBACK": "1",
             "PYTHONUNBUFFERED": "1",
         }
         for argv in (
