@@ -50,6 +50,9 @@ run-stores: install-run
 
 protos: install
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/datastream.proto
+	@# The client package's own copy of the messages, from the same file under the same name.
+	tmp=$$(mktemp -d) && $(BIN)/python -m grpc_tools.protoc -I. --python_out=$$tmp --pyi_out=$$tmp protos/datastream.proto \
+	  && mv $$tmp/protos/datastream_pb2.py $$tmp/protos/datastream_pb2.pyi datastream_client/_proto/ && rm -rf $$tmp
 
 lint: install
 	$(BIN)/ruff check .

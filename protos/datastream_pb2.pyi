@@ -11,18 +11,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Data(_message.Message):
-    __slots__ = ("key", "value", "value_type", "updated_at", "revision")
+    __slots__ = ("key", "value", "value_type", "updated_at", "revision", "deleted")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     VALUE_TYPE_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
     key: str
     value: bytes
     value_type: str
     updated_at: _timestamp_pb2.Timestamp
     revision: int
-    def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ..., value_type: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
+    deleted: bool
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ..., value_type: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., deleted: _Optional[bool] = ...) -> None: ...
 
 class Capability(_message.Message):
     __slots__ = ("key", "value_type")
@@ -43,10 +45,14 @@ class ListCapabilitiesResponse(_message.Message):
     def __init__(self, capabilities: _Optional[_Iterable[_Union[Capability, _Mapping]]] = ...) -> None: ...
 
 class DataRequest(_message.Message):
-    __slots__ = ("keys",)
+    __slots__ = ("keys", "since_revision", "include_deletions")
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_DELETIONS_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, keys: _Optional[_Iterable[str]] = ...) -> None: ...
+    since_revision: int
+    include_deletions: bool
+    def __init__(self, keys: _Optional[_Iterable[str]] = ..., since_revision: _Optional[int] = ..., include_deletions: _Optional[bool] = ...) -> None: ...
 
 class DataResponse(_message.Message):
     __slots__ = ("data",)
