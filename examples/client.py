@@ -39,6 +39,14 @@ def main() -> int:
     parser.add_argument("keys", nargs="*", help="keys to watch (default: all)")
     args = parser.parse_args()
 
+    try:
+        return watch(args)
+    except KeyboardInterrupt:  # Ctrl-C, also while waiting to reconnect
+        return 0
+
+
+def watch(args: argparse.Namespace) -> int:
+    """Connect, list, sync, subscribe; reconnect with jittered backoff on retryable errors."""
     backoff = 0.2
     latest: dict[str, datastream_pb2.Data] = {}
     hinted = False
@@ -80,8 +88,6 @@ def main() -> int:
                 hinted = True
             time.sleep(delay)
             backoff = min(backoff * 2, args.max_backoff)
-        except KeyboardInterrupt:
-            return 0
 
 
 if __name__ == "__main__":

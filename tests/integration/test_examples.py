@@ -32,10 +32,12 @@ def test_client__nothing_listening__names_the_address_it_retries(tmp_path):
     try:
         output.wait_for(lambda text: text.count(f"reconnecting to 127.0.0.1:{port} in") >= 2, "two retries")
     finally:
-        stop(client)
+        status = stop(client, signal.SIGINT)  # Ctrl-C, most likely while it waits to reconnect
 
     assert f"connecting to 127.0.0.1:{port}" in output.text
     assert "GRPC_PORT" in output.text  # the hint says how to point it elsewhere
+    assert status == 0, output.text
+    assert "Traceback" not in output.text
 
 
 def test_updater__nothing_listening__names_the_address_it_tried(tmp_path):

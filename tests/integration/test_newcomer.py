@@ -1,8 +1,8 @@
 """A newcomer's first hour: the README's commands, as written, against a fresh database and a live server.
 
 The commands are read from README.md, so the README cannot drift from what works. A
-comment line ``#   text`` under a command is the output it promises (``...`` stands for
-anything); each one is checked. The server runs on free ports, never the defaults, so a
+comment line ``#   text`` under a command is a whole line of the output it promises
+(``...`` stands for anything); each one is checked. The server runs on free ports, never the defaults, so a
 command that ignores ``HTTP_PORT``/``GRPC_PORT`` fails here.
 """
 
@@ -151,8 +151,8 @@ class Command:
 
     def check(self, output: str) -> None:
         for line in self.expected:
-            pattern = ".*".join(re.escape(part) for part in line.split("..."))
-            assert re.search(pattern, output), f"{self.text!r} should print {line!r}; it printed:\n{output}"
+            pattern = "^" + ".*".join(re.escape(part) for part in line.split("...")) + "$"
+            assert re.search(pattern, output, flags=re.M), f"{self.text!r} should print {line!r}; it printed:\n{output}"
 
 
 def sh_block(heading: str, containing: str) -> list[Command]:
