@@ -41,4 +41,10 @@ class Command(BaseCommand):
         days = options["expires_in_days"]
         expires = timezone.now() + timedelta(days=days) if days else None
         _, text = issue_token(name=options["name"], grants=grants, created_by="manage.py", expires_at=expires)
+        # Only the token goes to stdout, so `export DATASTREAM_TOKEN=$(manage.py createtoken ...)` works.
         self.stdout.write(text)
+        self.stderr.write(
+            f"token {options['name']!r} created; shown only now (it is stored hashed)."
+            " The examples read it from DATASTREAM_TOKEN.",
+            style_func=lambda line: line,
+        )
