@@ -12,6 +12,8 @@ project's one value codec; the server imports it too.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from datastream_client.errors import (
     AccessDenied,
     DatastreamError,
@@ -25,15 +27,36 @@ from datastream_client.errors import (
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from datastream_client.aio import AsyncClient
+    from datastream_client.client import Change, Client, Status
+
 __all__ = [
     "AccessDenied",
+    "AsyncClient",
+    "Change",
+    "Client",
     "DatastreamError",
     "InvalidValue",
     "LimitExceeded",
     "NotFound",
     "PermissionDenied",
+    "Status",
     "Unauthenticated",
     "Unavailable",
     "__version__",
 ]
 
+
+def __getattr__(name: str) -> Any:
+    # The client classes load grpc and the generated messages on first use, so
+    # the server importing datastream_client.codec pulls in neither.
+    if name in ("Client", "Change", "Status"):
+        from datastream_client import client
+
+        return getattr(client, name)
+    if name == "AsyncClient":
+        from datastream_client import aio
+
+        return aio.AsyncClient
+    raise AttributeError(f"module 'datastream_client' has no attribute {name!r}")
