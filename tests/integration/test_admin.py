@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from html.parser import HTMLParser
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Permission, User
 from django.test import Client
+from django.utils import timezone
 
 from datastream_app.models import Revision, Setting, SettingChange
 from tests.conftest import request
@@ -83,6 +85,14 @@ def form_of(html: str, form_id: str = "setting_form") -> FormFields:
     parser.feed(html)
     assert parser.data or parser.inputs, f"no form {form_id!r} on the page"
     return parser
+
+
+def set_fields(setting: Setting, **fields: object) -> None:
+    """Save ``fields`` on ``setting`` the supported way (Setting.objects.update() is refused)."""
+    fresh = Setting.objects.get(pk=setting.pk)
+    for name, value in fields.items():
+        setattr(fresh, name, value)
+    fresh.save()
 
 
 def snapshot() -> dict[str, tuple[bytes, int, str]]:
@@ -162,6 +172,30 @@ def test_changelist__anonymous__redirected_to_login(client, demo):
     assert response["Location"].startswith("/admin/login/")
 
 
+def test_changelist__secret_column__marks_secret_settings_only(admin_client, demo):
+    Setting.objects.create(key="app/token", value_type="string", value=b"s3cret", secret=True)
+
+    response = admin_client.get(CHANGELIST)
+
+    html = response.content.decode()
+    assert "icon-no.svg" not in html and "icon-yes.svg" not in html
+    cells = dict(
+        re.findall(
+            r'<th class="field-key"><a href="[^"]*">([^<]*)</a></th>.*?<td class="field-secret_flag">(.*?)</td>', html
+        )
+    )
+    assert cells.pop("app/token").startswith('<span class="datastream-secret"')
+    assert set(cells) == set(demo) and set(cells.values()) == {""}
+
+
+def test_admin__view_site__a_page_that_exists(admin_client, demo):
+    html = admin_client.get("/admin/").content.decode()
+
+    (site,) = re.findall(r'<a href="([^"]*)">View site</a>', html)
+    assert site != "/"
+    assert admin_client.get(site).status_code == 200
+
+
 # Change form widgets
 
 
@@ -171,7 +205,7 @@ def test_change_form__bool_setting__checkbox_reflecting_the_value(admin_client, 
     assert form.inputs["value"]["type"] == "checkbox"
     assert "checked" not in form.inputs["value"]
 
-    Setting.objects.filter(pk=demo["debug_enabled"].pk).update(value=b"true")
+    set_fields(demo["debug_enabled"], value=b"true")
     form = form_of(admin_client.get(change_url(demo["debug_enabled"])).content.decode())
     assert "checked" in form.inputs["value"]
 
@@ -314,7 +348,7 @@ def test_change_form__valid_value_of_each_type__stored_in_wire_form(admin_client
 
 
 def test_change_form__bool_unticked__stored_false(admin_client, demo):
-    Setting.objects.filter(key="debug_enabled").update(value=b"true")
+    set_fields(demo["debug_enabled"], value=b"true")
 
     response = post_change(admin_client, demo["debug_enabled"], value=None)
 
@@ -336,18 +370,71 @@ def test_change_form__value_unchanged__no_revision_and_no_history(admin_client, 
 # History
 
 
-def test_change_page__after_edits__history_inline_shows_the_keys_changes(admin_client, demo):
+def test_change_page__after_edits__history_section_shows_the_keys_changes(admin_client, demo):
     post_change(admin_client, demo["max_connections"], value="20")
     post_change(admin_client, demo["rate_limit"], value="7")
 
     response = admin_client.get(change_url(demo["max_connections"]))
 
-    inline = response.context["inline_admin_formsets"][0]
-    rows = [form.original for form in inline]
-    assert [(r.action, bytes(r.new_value), r.actor) for r in rows] == [("update", b"20", "root"), ("create", b"10", "")]
+    history = response.context["datastream_history"]
+    assert [(r["action"], r["new"], r["actor"]) for r in history["rows"]] == [
+        ("update", "20", "root"),
+        ("create", "10", ""),
+    ]
+    assert history["total"] == 2
     html = response.content.decode()
-    assert "History" in html
-    assert 'href="../../../settingchange/?key=max_connections"' in html
+    assert "<h2>History</h2>" in html
+    assert f'href="{HISTORY_CHANGELIST}?key=max_connections"' in html
+
+
+def test_change_page__history_button__goes_to_the_keys_setting_changes(admin_client, demo):
+    html = admin_client.get(change_url(demo["max_connections"])).content.decode()
+
+    (button,) = re.findall(r'<a href="([^"]*)" class="historylink">', html)
+    assert button == f"{HISTORY_CHANGELIST}?key=max_connections"
+    page = admin_client.get(button)
+    assert page.status_code == 200
+    assert [row.key for row in page.context["cl"].result_list] == ["max_connections"]
+    assert "<h1>Changes of max_connections</h1>" in page.content.decode()
+
+
+def test_django_admin_log_page__links_to_the_keys_setting_changes(admin_client, demo):
+    html = admin_client.get(f"/admin/datastream_app/setting/{demo['ratio'].pk}/history/").content.decode()
+
+    assert f'href="{HISTORY_CHANGELIST}?key=ratio"' in html
+
+
+def test_change_page__long_history__latest_rows_only_no_form_fields_and_the_save_goes_through(admin_client, demo):
+    setting = demo["max_connections"]
+    SettingChange.objects.bulk_create(
+        SettingChange(
+            setting=setting,
+            key=setting.key,
+            value_type="int",
+            action="update",
+            old_value=str(n).encode(),
+            new_value=str(n + 1).encode(),
+            revision=1_000 + n,
+            actor="bulk",
+            changed_at=timezone.now(),
+        )
+        for n in range(1_250)
+    )
+
+    page = admin_client.get(change_url(setting))
+    html = page.content.decode()
+    form = form_of(html)
+    response = admin_client.post(change_url(setting), {**form.data, "value": "12"})
+
+    assert len(page.context["datastream_history"]["rows"]) == 10
+    history = html.split('id="history"', 1)[1].split("</table>", 1)[0]
+    assert history.count("<tr>") == 11  # the header and ten changes
+    assert "The latest 10 of 1251 changes." in html
+    # What a browser posts: the form's own fields and the CSRF token, no history rows.
+    assert set(form.data) == {"csrfmiddlewaretoken", "value", "description"}
+    assert len(html) < 60_000
+    assert response.status_code == 302
+    assert bytes(Setting.objects.get(pk=setting.pk).value) == b"12"
 
 
 def test_setting_change_changelist__filtered_by_key__only_that_keys_history(admin_client, demo):
@@ -383,13 +470,33 @@ def test_add_form__type_chosen_in_query__widget_for_that_type(admin_client, demo
     assert "datastream-json" in html
 
 
-def test_add_form__page__reloads_for_the_chosen_type(admin_client, demo):
+def test_add_form__page__swaps_the_value_widget_for_the_chosen_type(admin_client, demo):
     html = admin_client.get(ADD).content.decode()
 
-    assert '<script id="datastream-value-type-switch">' in html
-    assert 'params.set("value_type", select.value)' in html
+    assert '<script src="/static/datastream_app/setting_add.js" id="datastream-value-type-switch">' in html
     # The switch belongs to the add form only: the type of an existing setting is fixed.
     assert "datastream-value-type-switch" not in admin_client.get(change_url(demo["ratio"])).content.decode()
+    # It fetches the add form for the chosen type and takes its value row: rendered by the server.
+    fetched = admin_client.get(ADD, {"value_type": "int"}).content.decode()
+    assert re.search(r'<div class="form-row[^"]*field-value', fetched)
+
+
+def test_add_form__no_history_section_and_an_empty_schema_box(admin_client, demo):
+    response = admin_client.get(ADD)
+    html = response.content.decode()
+
+    assert "History" not in html
+    assert "datastream_history" not in response.context
+    assert form_of(html).data["json_schema"] == ""
+
+
+@pytest.mark.parametrize(("schema", "shown"), [(None, ""), ({"type": "object"}, '{"type": "object"}')])
+def test_change_form__json_setting__schema_box_empty_without_a_schema(admin_client, demo, schema, shown):
+    set_fields(demo["limits"], json_schema=schema)
+
+    form = form_of(admin_client.get(change_url(demo["limits"])).content.decode())
+
+    assert form.data["json_schema"] == shown
 
 
 @pytest.mark.parametrize(
@@ -409,7 +516,6 @@ def test_add_form__each_type__setting_created_with_create_history(admin_client, 
     data = {"key": f"new.{value_type}", "value_type": value_type, "json_schema": "", "description": ""}
     if value is not None:
         data["value"] = value
-    data.update({"history-TOTAL_FORMS": "0", "history-INITIAL_FORMS": "0"})
     revision_before = Revision.current()
 
     response = admin_client.post(ADD, data)
@@ -424,7 +530,6 @@ def test_add_form__each_type__setting_created_with_create_history(admin_client, 
 
 def test_add_form__json_with_schema__value_checked_against_it(admin_client, demo):
     base = {"key": "new.json", "value_type": "json", "json_schema": '{"type": "array"}', "description": ""}
-    base.update({"history-TOTAL_FORMS": "0", "history-INITIAL_FORMS": "0"})
 
     rejected = admin_client.post(ADD, {**base, "value": '{"not": "an array"}'})
     accepted = admin_client.post(ADD, {**base, "value": "[1]"})
@@ -452,7 +557,7 @@ def test_add_form__json_with_schema__value_checked_against_it(admin_client, demo
 )
 def test_add_form__invalid_input__form_error_and_nothing_created(admin_client, demo, data, error):
     before, history_before = snapshot(), SettingChange.objects.count()
-    data = {"json_schema": "", "description": "", "history-TOTAL_FORMS": "0", "history-INITIAL_FORMS": "0", **data}
+    data = {"json_schema": "", "description": "", **data}
 
     response = admin_client.post(ADD, data)
 
