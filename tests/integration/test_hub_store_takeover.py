@@ -24,7 +24,7 @@ from datastream_app.stores.watch import StoreWatchers
 pytestmark = pytest.mark.django_db(transaction=True)
 
 POLL = 0.2
-STALE = 3.0
+STALE = 5.0
 STORES = {
     "default": {"BACKEND": "datastream_app.stores.model.ModelStore", "PREFIX": ""},
     "mem": {
