@@ -33,6 +33,7 @@ from datastream_client.errors import DatastreamError, NotFound, Unavailable, fro
 logger = logging.getLogger("datastream_client")
 
 INITIAL_BACKOFF = 0.1
+STABLE_AFTER = 5.0  # seconds a stream must stay up before reconnects start over at INITIAL_BACKOFF
 
 
 class State(StrEnum):
@@ -417,13 +418,14 @@ class Client:
             if self._closed.is_set():
                 call.cancel()
                 return
+            connected_at: float | None = None
             try:
                 first = True
                 for response in messages(call):
                     self._apply(response, first=first, since=since)
                     if first:
                         first = False
-                        backoff = INITIAL_BACKOFF
+                        connected_at = time.monotonic()
                 error: DatastreamError = Unavailable("the server ended the stream")
             except grpc.RpcError as exc:
                 if self._closed.is_set():
@@ -442,6 +444,10 @@ class Client:
                 error = DatastreamError(f"client error: {exc}")
             finally:
                 call.cancel()
+            # A stream that stayed up a while starts the backoff over; one that
+            # breaks right after its snapshot keeps backing off.
+            if connected_at is not None and time.monotonic() - connected_at > STABLE_AFTER:
+                backoff = INITIAL_BACKOFF
             delay = min(self.backoff_cap, backoff) * (0.5 + random.random() / 2)
             backoff = min(self.backoff_cap, backoff * 2)
             with self._lock:

@@ -269,3 +269,57 @@ async def test_async_client__start_get_set_and_changes(demo):
             assert on_loop == [("greeting", True)]
             await changes.aclose()
         assert client.status.state is State.CLOSED
+
+
+def test_every_call__carries_the_client_identity_and_token():
+    """A plain gRPC server that records each call's metadata (no datastream logic in the way)."""
+    from concurrent import futures
+
+    from datastream_client import __version__
+    from datastream_client._wire import default_client_name
+
+    seen: list[tuple[str, str | None, str | None]] = []
+
+    def recorder(method: str, stream: bool = False) -> Any:
+        def handle(request: bytes, context: grpc.ServicerContext) -> Any:
+            metadata = dict(context.invocation_metadata())
+            seen.append((method, metadata.get("x-datastream-client"), metadata.get("authorization")))
+            if stream:
+                ended = threading.Event()
+                context.add_callback(ended.set)
+
+                def open_until_cancelled() -> Any:
+                    yield b""
+                    ended.wait(30)
+
+                return open_until_cancelled()
+            if method == "Sync":
+                response = datastream_pb2.DataResponse()
+                response.data["k"].CopyFrom(datastream_pb2.Data(key="k", value=b"1", value_type="int", revision=4))
+                return response.SerializeToString()
+            return b""
+
+        if stream:
+            return grpc.unary_stream_rpc_method_handler(handle)
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    handlers = {name: recorder(name) for name in ("ListCapabilities", "Sync", "PushUpdate")}
+    handlers["Subscribe"] = recorder("Subscribe", stream=True)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("datastream.DataService", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with Client(f"127.0.0.1:{port}", token="ds_a_b", keys=["other"], client_name="billing") as client:
+            client.capabilities()
+            assert client.set("k", 1, value_type="int") == 4
+        with Client(f"127.0.0.1:{port}", keys=["other"]) as anonymous:
+            anonymous.capabilities()
+    finally:
+        server.stop(None)
+    named = [(method, identity, auth) for method, identity, auth in seen if identity.startswith("billing/")]
+    assert sorted(m for m, _, _ in named) == ["ListCapabilities", "PushUpdate", "Subscribe", "Sync"]
+    assert {(identity, auth) for _, identity, auth in named} == {(f"billing/{__version__}", "Bearer ds_a_b")}
+    others = [(identity, auth) for _, identity, auth in seen if not identity.startswith("billing/")]
+    assert set(others) == {(f"{default_client_name()}/{__version__}", None)}
+    assert len(others) == 2
