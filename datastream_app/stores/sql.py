@@ -653,7 +653,8 @@ class SQLStore(MirroredStore):
     ``value_type_column`` ("value_type"), ``updated_at_column`` ("updated_at"),
     ``poll_interval`` (5 s on SQLite, 30 s on PostgreSQL), ``channel`` (PostgreSQL
     NOTIFY channel, default ``<table>_changed``), ``timeout`` (seconds to connect,
-    per statement and waiting for a lock, 10), ``stale_after`` (see MirroredStore).
+    per statement and waiting for a lock, 10), ``stale_after``, ``lease_seconds`` and
+    ``webhook_secret`` (see MirroredStore).
     """
 
     def __init__(
@@ -671,6 +672,7 @@ class SQLStore(MirroredStore):
         channel: str | None = None,
         timeout: float = 10.0,
         stale_after: float | None = None,
+        lease_seconds: float | None = None,
         webhook_secret: str = "",
         **unknown: Any,
     ) -> None:
@@ -701,6 +703,7 @@ class SQLStore(MirroredStore):
             prefix=prefix,
             poll_interval=poll_interval,
             stale_after=stale_after,
+            lease_seconds=lease_seconds,
             webhook_secret=webhook_secret,
         )
         self.engine: _SQLite | _Postgres

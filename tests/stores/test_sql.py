@@ -342,11 +342,12 @@ def test_sql_wait__another_program_commits__returns_early(db, harness):
     # An hour: a wait() that returns during this test returned for the commit.
     waiter = waiting(store, 3600.0, events)
 
+    # Logged before the commit: the wait may return as soon as the commit lands.
+    events.append("committing")
     db.upsert("motd", "string", b"changed")
-    events.append("committed")
     waiter.join(30.0)
 
-    assert events == ["committed", "returned"]
+    assert events == ["committing", "returned"]
     assert store.refresh() == 1
 
 
