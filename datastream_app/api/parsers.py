@@ -34,7 +34,8 @@ def body_limit() -> int:
     return value_limit * 6 + BODY_OVERHEAD
 
 
-def _too_large(size: str) -> LimitExceeded:
+def body_too_large(size: str) -> LimitExceeded:
+    """The error for a body of ``size`` bytes (a number, or "over N")."""
     limit = body_limit()
     return LimitExceeded(
         f"request body is {size} bytes; the limit is {limit} bytes "
@@ -68,10 +69,10 @@ def read_bounded(stream: _Readable, content_length: str | None) -> bytes:
     except ValueError:
         raise InvalidArgument(f"Content-Length {content_length!r} is not a number") from None
     if declared is not None and declared > limit:
-        raise _too_large(str(declared))
+        raise body_too_large(str(declared))
     raw = stream.read(limit + 1)
     if len(raw) > limit:
-        raise _too_large(f"over {limit}")
+        raise body_too_large(f"over {limit}")
     return raw
 
 

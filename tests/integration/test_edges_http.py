@@ -299,3 +299,66 @@ def test_schema__anonymous_off_and_remote__public_and_holds_no_data(demo):
         assert key not in text
     assert "hello" not in text
     assert "/api/v1/push" in json.loads(text)["paths"]
+
+
+def test_http__content_length_far_over_the_limit__413_json_before_the_body_is_sent(web):
+    # Declares 10 GB and sends none of it: the answer can only come before the body.
+    host, port = web
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /api/v1/push HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 10000000000\r\n\r\n"
+        )
+        response = b""
+        while b"\r\n\r\n" not in response or not response.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert json.loads(body) == {
+        "code": "limit_exceeded",
+        "detail": (
+            f"request body is 10000000000 bytes; the limit is {body_limit()} bytes "
+            f"(a value of up to {MIB} bytes in its JSON form)"
+        ),
+    }
+
+
+def test_http__chunked_body_far_over_the_limit__413_json_without_receiving_it_all(web):
+    # A sender thread keeps sending chunks well past the limit; the refusal arrives before it has sent them all.
+    host, port = web
+    limit = body_limit()
+    chunk = b" " * (256 * 1024)
+    total = 20 * limit
+    sent = 0
+    answered = threading.Event()
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /api/v1/push HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+
+        def send_chunks() -> None:
+            nonlocal sent
+            try:
+                while sent < total and not answered.is_set():
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    sent += len(chunk)
+            except OSError:
+                pass  # the server closed after answering
+
+        sender = threading.Thread(target=send_chunks, daemon=True)
+        sender.start()
+        response = b""
+        while not response.rstrip().endswith(b"}"):
+            more = sock.recv(65536)
+            if not more:
+                break
+            response += more
+        answered.set()
+        sender.join(30)
+    assert response.startswith(b"HTTP/1.1 413 "), response[:200]
+    assert sent < total
+    assert json.loads(response.partition(b"\r\n\r\n")[2])["code"] == "limit_exceeded"
