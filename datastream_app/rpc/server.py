@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import gc
 import logging
+import signal
 from collections.abc import Coroutine
 from typing import Any
 
@@ -51,7 +53,12 @@ def server_options() -> list[tuple[str, Any]]:
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
-    """Run a server coroutine on the configured event loop (uvloop unless DATASTREAM_EVENT_LOOP=asyncio)."""
+    """Run a server coroutine on the configured event loop (uvloop unless DATASTREAM_EVENT_LOOP=asyncio).
+
+    ``kill -USR1 <pid>`` prints every thread's stack to stderr, so a process
+    that hangs explains where.
+    """
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     factory = None
     if datastream_settings.EVENT_LOOP == "uvloop":
         import uvloop

@@ -72,9 +72,15 @@ class Process:
         try:
             return self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            # Servers dump every thread's stack on SIGUSR1: the failure then says where it hung.
+            self.popen.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
             self.popen.kill()
             self.popen.wait()
-            raise
+            raise AssertionError(
+                f"{self.argv[2:4]} still running {timeout:.0f}s after signal {sig}; its log ends:\n"
+                + self.output()[-6000:]
+            ) from None
 
     @property
     def alive(self) -> bool:
