@@ -10,7 +10,6 @@ import http.client
 import json
 import os
 import queue
-import re
 import secrets
 import signal
 import subprocess
@@ -19,15 +18,14 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urlencode
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos import datastream_pb2, datastream_pb2_grpc
+from tests.admin_session import AdminSession
 from tests.servers import BinaryNotFound, PostgresServer, RedisServer, free_port, skip_unless_installed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -232,63 +230,6 @@ def _status(top: Topology, path: str) -> int:
     return response.status
 
 
-class _Form(HTMLParser):
-    """The fields of the admin change form, as a browser would submit them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fields: dict[str, str] = {}
-        self._textarea: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        name = a.get("name")
-        if tag == "input" and name and a.get("type") not in ("submit", "checkbox"):
-            self.fields[name] = a.get("value") or ""
-        elif tag == "input" and name and a.get("type") == "checkbox" and "checked" in a:
-            self.fields[name] = "on"
-        elif tag == "textarea" and name:
-            self._textarea = name
-            self.fields[name] = ""
-
-    def handle_data(self, data: str) -> None:
-        if self._textarea:
-            self.fields[self._textarea] += data
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "textarea":
-            self._textarea = None
-
-
-class _Browser:
-    """Just enough of a browser for the admin: cookies by hand (they are Secure-flagged in production)."""
-
-    def __init__(self, top: Topology) -> None:
-        self.top = top
-        self.cookies: dict[str, str] = {}
-
-    def request(self, method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, str]:
-        conn = self.top.web()
-        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
-        body = None
-        if form is not None:
-            body = urlencode(form)
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        conn.request(method, path, body, headers)
-        response = conn.getresponse()
-        for header in response.headers.get_all("Set-Cookie") or []:
-            name, _, rest = header.partition("=")
-            self.cookies[name] = rest.split(";", 1)[0]
-        return response.status, response.read().decode()
-
-    def form(self, path: str) -> dict[str, str]:
-        status, page = self.request("GET", path)
-        assert status == 200, page[:500]
-        parser = _Form()
-        parser.feed(page)
-        return parser.fields
-
-
 def test_topology__rest_and_admin_edits_on_web__reach_subscribers_on_both_grpc_processes(topology):
     watchers = [Watcher(port, "max_connections") for port in topology.grpc_ports]
     for watcher in watchers:
@@ -298,17 +239,10 @@ def test_topology__rest_and_admin_edits_on_web__reach_subscribers_on_both_grpc_p
     for watcher in watchers:
         eventually(lambda w=watcher: w.holds("max_connections", b"20"), what="REST edit on both gRPC processes")
 
-    browser = _Browser(topology)
-    login = browser.form("/admin/login/")
-    status, _ = browser.request(
-        "POST", "/admin/login/", {**login, "username": "ops", "password": ADMIN_PASSWORD, "next": "/admin/"}
-    )
-    assert status == 302
-    status, page = browser.request("GET", "/admin/datastream_app/setting/?q=max_connections")
-    (setting_id,) = set(re.findall(r"/admin/datastream_app/setting/(\d+)/change/", page))
-    path = f"/admin/datastream_app/setting/{setting_id}/change/"
-    fields = browser.form(path)
-    status, page = browser.request("POST", path, {**fields, "value": "30", "_save": "Save"})
+    browser = AdminSession(topology.web_port)
+    browser.login("ops", ADMIN_PASSWORD)
+    path = browser.change_path("max_connections")
+    status, page = browser.save(path, "30")
     assert status == 302, page[:2000]
 
     for watcher in watchers:
