@@ -23,7 +23,7 @@ from datastream_app.exceptions import (
     PermissionDenied,
     Unavailable,
 )
-from datastream_app.models import Setting
+from datastream_app.models import Setting, SettingChange
 from datastream_app.stores import Capability, Store, get_stores, store_for_key
 from datastream_app.stores.model import ModelStore
 
@@ -262,12 +262,120 @@ def current_revision() -> int:
     return max((store.current_revision() for store in get_stores()), default=0)
 
 
-def changed_since(*, revision: int) -> dict[str, Entry]:
-    """Current entries changed after ``revision`` (hubs resync with this after lost messages)."""
+def changed_since(*, revision: int, deletions: bool = False) -> dict[str, Entry]:
+    """Current entries changed after ``revision`` (hubs resync with this after lost messages), in revision order.
+
+    With ``deletions``, keys deleted after ``revision`` and absent now are
+    included as tombstones (``Entry.deleted``) from the history.
+    """
     result: dict[str, Entry] = {}
     for store in get_stores():
-        result.update(store.changed_since(revision))
+        for key, entry in store.changed_since(revision).items():
+            # Stores are ordered most specific first: the first owner wins.
+            if store_for_key(key) is store:
+                result.setdefault(key, entry)
+    if deletions:
+        for key, tombstone in deleted_since(revision=revision).items():
+            # A key deleted and created again since is in ``result`` with a newer revision.
+            result.setdefault(key, tombstone)
+    return dict(sorted(result.items(), key=lambda item: item[1].revision))
+
+
+def deleted_since(*, revision: int, keys: Iterable[str] | None = None) -> dict[str, Entry]:
+    """Tombstones of the keys (of ``keys``; None: any) whose latest deletion is after ``revision``, from the history.
+
+    A key may exist again since (created after its deletion): callers prefer its current entry.
+    """
+    rows = SettingChange.objects.filter(action=SettingChange.DELETE, revision__gt=revision)
+    if keys is not None:
+        rows = rows.filter(key__in=list(keys))
+    result: dict[str, Entry] = {}
+    for key, value_type, at, changed_at, secret in rows.order_by("revision").values_list(
+        "key", "value_type", "revision", "changed_at", "secret"
+    ):
+        result[key] = Entry(
+            key=key, value_type=value_type, value=b"", revision=at, updated_at=changed_at, deleted=True, secret=secret
+        )
     return result
+
+
+def resumable(revision: int) -> bool:
+    """Whether the history can tell every change after ``revision``.
+
+    Every revision has one history row, so it can when ``revision`` is not
+    above the current revision and the row of the revision right after it is
+    still kept (nothing prunes the history today; a pruned one would not).
+    """
+    current = current_revision()
+    if revision > current:
+        return False
+    return revision == current or SettingChange.objects.filter(revision=revision + 1).exists()
+
+
+def changes_since(
+    *, revision: int, keys: Iterable[str], principal: Principal = SYSTEM, deletions: bool = False
+) -> dict[str, Entry] | None:
+    """What a client holding every change up to ``revision`` lacks: entries of ``keys`` changed after it.
+
+    ``keys`` empty: every key the caller may read. With ``deletions``, a key
+    deleted after ``revision`` (and absent now) comes as a tombstone, under the
+    same read rules as its value. A named key that is missing (and not such a
+    tombstone) raises NotFound and one the caller may not read raises
+    PermissionDenied, as for a full snapshot. None when the history cannot
+    answer from ``revision`` (see ``resumable``): send the full snapshot then.
+    """
+    wanted = normalize_keys(keys)
+    check_readable(wanted, principal)
+    if revision <= 0 or not resumable(revision):
+        return None
+    if not wanted:
+        changed = changed_since(revision=revision, deletions=deletions)
+        return {key: entry for key, entry in changed.items() if visible(principal, entry)}
+    # Named keys: read them all, so a missing or unreadable one is refused as a full snapshot would.
+    by_store: dict[int, tuple[Store, list[str]]] = {}
+    for key in wanted:
+        owner = store_for_key(key)
+        if owner is not None:
+            by_store.setdefault(id(owner), (owner, []))[1].append(key)
+    present: dict[str, Entry] = {}
+    for store, store_keys in by_store.values():
+        present.update(store.get_many(store_keys))
+    missing = [key for key in wanted if key not in present]
+    tombstones: dict[str, Entry] = {}
+    if missing and deletions:
+        tombstones = {
+            key: entry
+            for key, entry in deleted_since(revision=revision, keys=missing).items()
+            if visible(principal, entry)
+        }
+    unknown = [key for key in missing if key not in tombstones]
+    if unknown:
+        raise NotFound(f"unknown key{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}", keys=unknown)
+    check_secrets(present, principal)
+    result = {key: entry for key, entry in present.items() if entry.revision > revision}
+    result.update(tombstones)
+    return dict(sorted(result.items(), key=lambda item: item[1].revision))
+
+
+def changes_among(
+    entries: dict[str, Entry], *, revision: int, principal: Principal = SYSTEM, deletions: bool = False
+) -> dict[str, Entry] | None:
+    """``changes_since`` for named keys, answered from their current ``entries`` (tombstones included).
+
+    None when the entries cannot answer as ``changes_since`` would (a key
+    deleted at or before ``revision``, a tombstone not asked for or not
+    visible): ask ``changes_since`` then, which refuses as a full snapshot.
+    """
+    live = {}
+    for key, entry in entries.items():
+        if entry.deleted:
+            if not deletions or entry.revision <= revision or not visible(principal, entry):
+                return None
+        else:
+            live[key] = entry
+    check_secrets(live, principal)
+    changed = {key: entry for key, entry in entries.items() if entry.revision > revision}
+    return dict(sorted(changed.items(), key=lambda item: item[1].revision))
 
 
 def _in_thread(func: Any) -> Any:
@@ -281,3 +389,4 @@ aget_entries = _in_thread(get_entries)
 apush_wire = _in_thread(push_wire)
 acurrent_revision = _in_thread(current_revision)
 achanged_since = _in_thread(changed_since)
+achanges_since = _in_thread(changes_since)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 
-from datastream_client.client import _MISSING, Change, Client, Status
+from datastream_client.client import _MISSING, Change, Client, Snapshot, Status
 
 
 class AsyncClient:
@@ -79,6 +79,11 @@ class AsyncClient:
     def status(self) -> Status:
         """live / reconnecting / stale / failed / ..., since when, and why."""
         return self._client.status
+
+    @property
+    def last_snapshot(self) -> Snapshot | None:
+        """As Client.last_snapshot."""
+        return self._client.last_snapshot
 
     async def wait_for(self, revision: int, timeout: float | None = None) -> int:  # noqa: ASYNC109
         """As Client.wait_for, awaited."""

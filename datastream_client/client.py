@@ -74,6 +74,20 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The first message of the current stream: how many entries it held, and from which revision it resumed.
+
+    ``resumed_from`` 0: a full snapshot of the keys; otherwise only the keys
+    changed (or deleted) after that revision, which the client asked for
+    because it held everything up to it.
+    """
+
+    resumed_from: int
+    entries: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class _Held:
     kind: codec.ValueType
     wire: bytes
@@ -169,6 +183,7 @@ class Client:
         self._cache_dirty = False
         self._cache_loaded = False
         self._synced = False  # a snapshot from the server was applied at least once
+        self._snapshot: Snapshot | None = None
         self._attempted = False  # the stream thread tried at least once
         self._call: Any = None
         self._threads: list[threading.Thread] = []
@@ -304,6 +319,12 @@ class Client:
             return self._revision
 
     @property
+    def last_snapshot(self) -> Snapshot | None:
+        """The first message of the latest stream (None before one arrived): full or resumed, and its size."""
+        with self._lock:
+            return self._snapshot
+
+    @property
     def status(self) -> Status:
         """live / reconnecting / stale / failed / ..., since when, and why."""
         with self._lock:
@@ -422,7 +443,7 @@ class Client:
             try:
                 first = True
                 for response in messages(call):
-                    self._apply(response, first=first, since=since)
+                    self._apply(response, first=first)
                     if first:
                         first = False
                         connected_at = time.monotonic()
@@ -460,13 +481,14 @@ class Client:
             if self._closed.wait(delay):
                 return
 
-    def _apply(self, response: pb.DataResponse, *, first: bool, since: int) -> None:
+    def _apply(self, response: pb.DataResponse, *, first: bool) -> None:
         incoming = dict(response.data)
-        # The first message of a stream is the full snapshot unless the server
-        # resumed from `since`: a resumed message holds only newer revisions
-        # (an empty one means nothing changed). Today's server always sends
-        # the full snapshot, which replaces the copy: keys it lacks are gone.
-        full = first and (since == 0 or any(d.revision <= since for d in incoming.values()))
+        # The first message of a stream is the full snapshot, which replaces the
+        # copy (keys it lacks are gone), unless the server answered `since` from
+        # its history: then it is marked `resumed_from` and holds only what
+        # changed after it (possibly nothing). A server that ignores
+        # since_revision never marks it.
+        full = first and response.resumed_from == 0
         changes: list[Change] = []
         with self._lock:
             if self._closed.is_set():
@@ -496,6 +518,7 @@ class Client:
             else:
                 self._revision = max(self._revision, max((d.revision for d in incoming.values()), default=0))
             if first:
+                self._snapshot = Snapshot(response.resumed_from, len(incoming), time.time())
                 self._synced = True
                 self._attempted = True
                 self._set_status(State.LIVE)

@@ -26,7 +26,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/datastream.proto\x12\ndatastream\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x01\n\x04\x44\x61ta\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x12\n\nvalue_type\x18\x03 \x01(\t\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\x05 \x01(\x04\x12\x0f\n\x07\x64\x65leted\x18\x06 \x01(\x08\"-\n\nCapability\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\nvalue_type\x18\x02 \x01(\t\"\x19\n\x17ListCapabilitiesRequest\"H\n\x18ListCapabilitiesResponse\x12,\n\x0c\x63\x61pabilities\x18\x01 \x03(\x0b\x32\x16.datastream.Capability\"N\n\x0b\x44\x61taRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x16\n\x0esince_revision\x18\x02 \x01(\x04\x12\x19\n\x11include_deletions\x18\x03 \x01(\x08\"\x7f\n\x0c\x44\x61taResponse\x12\x30\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\".datastream.DataResponse.DataEntry\x1a=\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.datastream.Data:\x02\x38\x01\x32\xa1\x02\n\x0b\x44\x61taService\x12]\n\x10ListCapabilities\x12#.datastream.ListCapabilitiesRequest\x1a$.datastream.ListCapabilitiesResponse\x12\x39\n\x04Sync\x12\x17.datastream.DataRequest\x1a\x18.datastream.DataResponse\x12@\n\tSubscribe\x12\x17.datastream.DataRequest\x1a\x18.datastream.DataResponse0\x01\x12\x36\n\nPushUpdate\x12\x10.datastream.Data\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/datastream.proto\x12\ndatastream\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x01\n\x04\x44\x61ta\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x12\n\nvalue_type\x18\x03 \x01(\t\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\x05 \x01(\x04\x12\x0f\n\x07\x64\x65leted\x18\x06 \x01(\x08\"-\n\nCapability\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\nvalue_type\x18\x02 \x01(\t\"\x19\n\x17ListCapabilitiesRequest\"H\n\x18ListCapabilitiesResponse\x12,\n\x0c\x63\x61pabilities\x18\x01 \x03(\x0b\x32\x16.datastream.Capability\"N\n\x0b\x44\x61taRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x16\n\x0esince_revision\x18\x02 \x01(\x04\x12\x19\n\x11include_deletions\x18\x03 \x01(\x08\"\x95\x01\n\x0c\x44\x61taResponse\x12\x30\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\".datastream.DataResponse.DataEntry\x12\x14\n\x0cresumed_from\x18\x02 \x01(\x04\x1a=\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.datastream.Data:\x02\x38\x01\x32\xa1\x02\n\x0b\x44\x61taService\x12]\n\x10ListCapabilities\x12#.datastream.ListCapabilitiesRequest\x1a$.datastream.ListCapabilitiesResponse\x12\x39\n\x04Sync\x12\x17.datastream.DataRequest\x1a\x18.datastream.DataResponse\x12@\n\tSubscribe\x12\x17.datastream.DataRequest\x1a\x18.datastream.DataResponse0\x01\x12\x36\n\nPushUpdate\x12\x10.datastream.Data\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,10 +45,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTCAPABILITIESRESPONSE']._serialized_end=387
   _globals['_DATAREQUEST']._serialized_start=389
   _globals['_DATAREQUEST']._serialized_end=467
-  _globals['_DATARESPONSE']._serialized_start=469
-  _globals['_DATARESPONSE']._serialized_end=596
-  _globals['_DATARESPONSE_DATAENTRY']._serialized_start=535
-  _globals['_DATARESPONSE_DATAENTRY']._serialized_end=596
-  _globals['_DATASERVICE']._serialized_start=599
-  _globals['_DATASERVICE']._serialized_end=888
+  _globals['_DATARESPONSE']._serialized_start=470
+  _globals['_DATARESPONSE']._serialized_end=619
+  _globals['_DATARESPONSE_DATAENTRY']._serialized_start=558
+  _globals['_DATARESPONSE_DATAENTRY']._serialized_end=619
+  _globals['_DATASERVICE']._serialized_start=622
+  _globals['_DATASERVICE']._serialized_end=911
 # @@protoc_insertion_point(module_scope)

@@ -36,6 +36,18 @@ class FrameCache:
             entries[key] = cached[0]
         return entries
 
+    def entries(self, keys: list[str]) -> dict[str, Entry] | None:
+        """The cached entries of ``keys``, tombstones included, or None unless every one is cached."""
+        if not keys:
+            return None
+        entries = {}
+        for key in keys:
+            cached = self._entries.get(key)
+            if cached is None:
+                return None
+            entries[key] = cached[0]
+        return entries
+
     def frame_of(self, entries: dict[str, Entry]) -> bytes:
         """The serialised DataResponse of ``entries``, reusing frames serialised before."""
         parts = []

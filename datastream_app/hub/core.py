@@ -112,9 +112,14 @@ class Hub:
 
     # What a stream uses
 
-    def subscribe(self, keys: list[str] | None, principal: Principal = SYSTEM) -> Subscription:
-        """Register a subscription for ``keys`` (None: every key the caller may read) before reading its snapshot."""
-        return self.registry.add(frozenset(keys) if keys else None, principal)
+    def subscribe(
+        self, keys: list[str] | None, principal: Principal = SYSTEM, *, deletions: bool = False
+    ) -> Subscription:
+        """Register a subscription for ``keys`` (None: every key the caller may read) before reading its snapshot.
+
+        ``deletions``: the subscription also gets a tombstone when one of its keys is deleted.
+        """
+        return self.registry.add(frozenset(keys) if keys else None, principal, deletions=deletions)
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget ``sub``; safe to call twice."""
@@ -124,6 +129,17 @@ class Hub:
     def snapshot(self, keys: list[str]) -> dict[str, Entry] | None:
         """The cached entries of ``keys``, or None unless every one is cached."""
         return self.cache.snapshot(keys)
+
+    def cached(self, keys: list[str], since_revision: int) -> dict[str, Entry] | None:
+        """The cached entries of ``keys`` (tombstones included) if they tell every change after ``since_revision``.
+
+        None unless every key is cached and the hub has applied every revision
+        up to ``since_revision`` (a resumed stream's snapshot then comes from
+        the cache: anything newer is still on its way to the subscription).
+        """
+        if since_revision > self.resync.applied:
+            return None
+        return self.cache.entries(keys)
 
     def remember(self, entries: dict[str, Entry]) -> None:
         """Cache entries read from the database for watched keys (older than the cache: ignored)."""
@@ -142,9 +158,11 @@ class Hub:
         self.resync.track(entry.revision)
         watched = self.registry.watched(entry.key)
         if entry.deleted:
-            # Deletions are not sent (the wire cannot say it); the cache keeps a tombstone.
+            # The cache keeps a tombstone; only subscriptions that asked for tombstones get one.
             if watched:
                 self.cache.put(entry)
+            if self.registry.interested(entry.key):
+                self.registry.offer_deletion(entry, self._frame(entry))
             return
         if not self.registry.interested(entry.key):
             return

@@ -15,9 +15,11 @@ class Registry:
         self._all: set[Subscription] = set()
         self._by_token: dict[int, set[Subscription]] = {}
 
-    def add(self, keys: frozenset[str] | None, principal: Principal = SYSTEM) -> Subscription:
-        """A new subscription for ``keys`` (None: every key the caller may read)."""
-        sub = Subscription(keys, principal)
+    def add(
+        self, keys: frozenset[str] | None, principal: Principal = SYSTEM, *, deletions: bool = False
+    ) -> Subscription:
+        """A new subscription for ``keys`` (None: every key the caller may read); ``deletions``: send tombstones."""
+        sub = Subscription(keys, principal, deletions=deletions)
         if principal.token_id is not None:
             self._by_token.setdefault(principal.token_id, set()).add(sub)
         if sub.keys is None:
@@ -61,6 +63,15 @@ class Registry:
             sub.offer(entry.key, entry.revision, frame, entry.secret)
         for sub in self._by_key.get(entry.key, ()):
             sub.offer(entry.key, entry.revision, frame, entry.secret)
+
+    def offer_deletion(self, entry: Entry, frame: bytes) -> None:
+        """Offer one serialised tombstone to every subscription covering its key that asked for tombstones."""
+        for sub in self._all:
+            if sub.deletions:
+                sub.offer(entry.key, entry.revision, frame, entry.secret)
+        for sub in self._by_key.get(entry.key, ()):
+            if sub.deletions:
+                sub.offer(entry.key, entry.revision, frame, entry.secret)
 
     def tokens(self) -> set[int]:
         """Tokens with at least one live subscription."""

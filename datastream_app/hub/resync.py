@@ -66,7 +66,7 @@ class Resync:
             top = await services.acurrent_revision()
             if top <= self.applied:
                 return 0
-            changed = await services.achanged_since(revision=self.applied)
+            changed = await services.achanged_since(revision=self.applied, deletions=True)
             for entry in changed.values():
                 self._dispatch(entry)
             self.applied = max(self.applied, top)

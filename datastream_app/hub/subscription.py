@@ -21,11 +21,15 @@ class CloseReason(enum.Enum):
 class Subscription:
     """Pending frames per key, coalesced to the latest (settings are state, not events)."""
 
-    __slots__ = ("_waiter", "close_reason", "closed", "keys", "pending", "principal", "sent")
+    __slots__ = ("_waiter", "close_reason", "closed", "deletions", "floor", "keys", "pending", "principal", "sent")
 
-    def __init__(self, keys: frozenset[str] | None, principal: Principal = SYSTEM) -> None:
+    def __init__(self, keys: frozenset[str] | None, principal: Principal = SYSTEM, *, deletions: bool = False) -> None:
         self.keys = keys
         self.principal = principal
+        # Opted in to tombstones (DataRequest.include_deletions).
+        self.deletions = deletions
+        # Revisions up to this one the client already holds (DataRequest.since_revision of a resumed stream).
+        self.floor = 0
         self.close_reason = CloseReason.SHUTDOWN
         self.pending: dict[str, tuple[int, bytes]] = {}
         # Highest revision already delivered (or covered by the snapshot) per key.
@@ -41,7 +45,7 @@ class Subscription:
 
     def offer(self, key: str, revision: int, frame: bytes, secret: bool = False) -> None:
         """Queue ``frame`` unless as new a one was sent or queued for ``key``, or the caller may not see it."""
-        if revision <= self.sent.get(key, 0):
+        if revision <= self.sent.get(key, self.floor):
             return
         if secret and not self.principal.can_read_secret(key):
             return
@@ -52,8 +56,16 @@ class Subscription:
             self.pending[key] = (revision, frame)
             self._wake()
 
-    def prime(self, snapshot: dict[str, Entry]) -> None:
-        """Mark the snapshot as delivered and drop queued frames it already covers."""
+    def prime(self, snapshot: dict[str, Entry], floor: int = 0) -> None:
+        """Mark the snapshot as delivered and drop queued frames it already covers.
+
+        ``floor``: a resumed stream's snapshot holds only what changed after
+        it; the client holds every revision up to it, so none is sent again.
+        """
+        if floor:
+            self.floor = max(self.floor, floor)
+            for key in [k for k, (revision, _) in self.pending.items() if revision <= self.floor]:
+                del self.pending[key]
         for key, entry in snapshot.items():
             self.sent[key] = max(self.sent.get(key, 0), entry.revision)
             queued = self.pending.get(key)

@@ -12,8 +12,14 @@ from protos import datastream_pb2
 
 
 def to_proto(entry: Entry) -> datastream_pb2.Data:
-    """The wire ``Data`` message for ``entry``."""
-    data = datastream_pb2.Data(key=entry.key, value=entry.value, value_type=entry.value_type, revision=entry.revision)
+    """The wire ``Data`` message for ``entry`` (a deletion: a tombstone, ``deleted`` set and no value)."""
+    data = datastream_pb2.Data(
+        key=entry.key,
+        value=b"" if entry.deleted else entry.value,
+        value_type=entry.value_type,
+        revision=entry.revision,
+        deleted=entry.deleted,
+    )
     data.updated_at.FromDatetime(entry.updated_at)
     return data
 
@@ -28,3 +34,8 @@ def entry_frame(entry: Entry) -> bytes:
 def response_frame(entries: dict[str, Entry]) -> bytes:
     """A serialised ``DataResponse`` holding all ``entries``."""
     return b"".join(entry_frame(entry) for entry in entries.values())
+
+
+def resumed_frame(since_revision: int) -> bytes:
+    """The ``DataResponse.resumed_from`` marker, appended to a first message that holds only changes after it."""
+    return datastream_pb2.DataResponse(resumed_from=since_revision).SerializeToString()

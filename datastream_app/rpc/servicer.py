@@ -12,10 +12,11 @@ from google.protobuf.message import DecodeError, Message
 from datastream_app import limits, services
 from datastream_app.access import Principal
 from datastream_app.audit import Interface, acting
+from datastream_app.changes import Entry
 from datastream_app.edge import client_host
 from datastream_app.hub import CloseReason, Hub, Subscription
 from datastream_app.rpc.errors import MalformedRequest, abort_for, check_request, grpc_errors
-from datastream_app.rpc.frames import response_frame
+from datastream_app.rpc.frames import response_frame, resumed_frame
 from datastream_app.rpc.interceptors import current_principal
 from protos import datastream_pb2, datastream_pb2_grpc
 
@@ -56,12 +57,20 @@ class DataServicer(datastream_pb2_grpc.DataServiceServicer):
 
     @grpc_errors
     async def Sync(self, request: datastream_pb2.DataRequest, context: grpc.aio.ServicerContext) -> bytes:
-        """Current values of the requested keys (none: all)."""
-        entries = await services.aget_entries(keys=list(request.keys), principal=current_principal())
+        """Current values of the requested keys (none: all); with since_revision, only what changed after it."""
+        principal = current_principal()
+        since = request.since_revision
+        if since:
+            changed = await services.achanges_since(
+                revision=since, keys=list(request.keys), principal=principal, deletions=request.include_deletions
+            )
+            if changed is not None:
+                return response_frame(changed) + resumed_frame(since)
+        entries = await services.aget_entries(keys=list(request.keys), principal=principal)
         return response_frame(entries)
 
     async def Subscribe(self, request: datastream_pb2.DataRequest, context: grpc.aio.ServicerContext) -> None:
-        """The current values, then one message per change until the client cancels."""
+        """The current values (with since_revision: only what changed after it), then one message per change."""
         # A coroutine writing with context.write(), not an async generator:
         # each generator layer costs a resume per message on every stream.
         # For the same reason errors are mapped here rather than by @grpc_errors.
@@ -96,10 +105,16 @@ class DataServicer(datastream_pb2_grpc.DataServiceServicer):
         limits.streams.acquire(principal)
         # Subscribe before reading the snapshot: a change committed in between
         # is queued, and prime() drops whatever the snapshot already holds.
-        sub = hub.subscribe(keys or None, principal)
+        sub = hub.subscribe(keys or None, principal, deletions=request.include_deletions)
         try:
             if self.seam is not None:
                 await self.seam()
+            if request.since_revision:
+                resumed = await self._resume(keys, request, principal)
+                if resumed is not None:
+                    # Only what changed after since_revision (possibly nothing), marked as such.
+                    sub.prime(resumed, floor=request.since_revision)
+                    return hub.frame_of(resumed) + resumed_frame(request.since_revision), sub
             snapshot = hub.snapshot(keys)
             if snapshot is None:
                 snapshot = await services.aget_entries(keys=keys, principal=principal)
@@ -112,6 +127,21 @@ class DataServicer(datastream_pb2_grpc.DataServiceServicer):
             hub.unsubscribe(sub)
             limits.streams.release(principal)
             raise
+
+    async def _resume(
+        self, keys: list[str], request: datastream_pb2.DataRequest, principal: Principal
+    ) -> dict[str, Entry] | None:
+        """The entries changed after since_revision (tombstones if asked), or None: send the full snapshot."""
+        since, deletions = request.since_revision, request.include_deletions
+        cached = self.hub.cached(keys, since)
+        if cached is not None:
+            changed = services.changes_among(cached, revision=since, principal=principal, deletions=deletions)
+            if changed is not None:
+                return changed
+        resumed: dict[str, Entry] | None = await services.achanges_since(
+            revision=since, keys=keys, principal=principal, deletions=deletions
+        )
+        return resumed
 
     @grpc_errors
     async def PushUpdate(self, request: datastream_pb2.Data, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:

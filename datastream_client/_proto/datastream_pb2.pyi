@@ -55,7 +55,7 @@ class DataRequest(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[str]] = ..., since_revision: _Optional[int] = ..., include_deletions: _Optional[bool] = ...) -> None: ...
 
 class DataResponse(_message.Message):
-    __slots__ = ("data",)
+    __slots__ = ("data", "resumed_from")
     class DataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -64,5 +64,7 @@ class DataResponse(_message.Message):
         value: Data
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Data, _Mapping]] = ...) -> None: ...
     DATA_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_FIELD_NUMBER: _ClassVar[int]
     data: _containers.MessageMap[str, Data]
-    def __init__(self, data: _Optional[_Mapping[str, Data]] = ...) -> None: ...
+    resumed_from: int
+    def __init__(self, data: _Optional[_Mapping[str, Data]] = ..., resumed_from: _Optional[int] = ...) -> None: ...

@@ -51,3 +51,5 @@ def test_resume_fields__present_with_their_numbers():
     fields = {f.name: f.number for f in client_pb2.DataRequest.DESCRIPTOR.fields}
     assert fields == {"keys": 1, "since_revision": 2, "include_deletions": 3}
     assert client_pb2.Data.DESCRIPTOR.fields_by_name["deleted"].number == 6
+    response = {f.name: f.number for f in client_pb2.DataResponse.DESCRIPTOR.fields}
+    assert response == {"data": 1, "resumed_from": 2}

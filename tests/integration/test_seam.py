@@ -58,10 +58,13 @@ def seam_handlers(server: grpc.aio.Server, hub: Hub) -> None:
     ],
     ids=["snapshot-from-hub-cache", "snapshot-from-database"],
 )
-async def test_subscribe__change_committed_inside_the_seam__the_subscriber_ends_with_it(demo, observed):
+@pytest.mark.parametrize("resumed", [False, True], ids=["full", "since-revision"])
+async def test_subscribe__change_committed_inside_the_seam__the_subscriber_ends_with_it(demo, observed, resumed):
     async with serving(GRPC_FRAMEWORK=HOOK, DATASTREAM=NO_RESYNC) as (_, stub):
         observer = stub.Subscribe(request(*observed))
         await observer.read()
+        # Resumed: the stream's first message holds only what changed after the revision held now.
+        held = max(d.revision for d in (await stub.Sync(request())).data.values()) if resumed else 0
 
         async def commit_and_wait_for_dispatch() -> None:
             await stub.PushUpdate(datastream_pb2.Data(key="max_connections", value=b"11"))
@@ -73,9 +76,10 @@ async def test_subscribe__change_committed_inside_the_seam__the_subscriber_ends_
 
         ran_before = SEAM.ran
         SEAM.action = commit_and_wait_for_dispatch
-        call = stub.Subscribe(request("max_connections", "rate_limit"))
+        call = stub.Subscribe(datastream_pb2.DataRequest(keys=["max_connections", "rate_limit"], since_revision=held))
         first = await call.read()
         assert SEAM.ran == ran_before + 1
+        assert first.resumed_from == held
         view = {key: data.value for key, data in first.data.items()}
         # A later change to another key of the stream: once it arrives, every
         # change before it that the stream was going to deliver has arrived.
