@@ -57,6 +57,19 @@ def _wrap(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMethodHandl
     return handler
 
 
+CLIENT_HEADER = "x-datastream-client"
+CLIENT_MAX_LENGTH = 100
+
+
+def client_identity(metadata: Any) -> str:
+    """The caller's ``x-datastream-client`` value as a log may show it: printable, no spaces, truncated; "-" if none."""
+    value = next((v for k, v in metadata or () if k == CLIENT_HEADER), None)
+    if not isinstance(value, str) or not value:
+        return "-"
+    cleaned = "".join(c if c.isprintable() and not c.isspace() else "?" for c in value[:CLIENT_MAX_LENGTH])
+    return cleaned + ("..." if len(value) > CLIENT_MAX_LENGTH else "")
+
+
 def _code(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
     code = context.code()
     if isinstance(code, grpc.StatusCode):
@@ -117,7 +130,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
     Authentication applies to the services in ``protected``: health and
     reflection stay open for probes and tooling. The log line is
-    ``rpc method=... status=... duration_ms=... peer=... principal=...``.
+    ``rpc method=... status=... duration_ms=... peer=... principal=... client=...``
+    (client: the caller's ``x-datastream-client`` metadata, sanitised).
     Both jobs share one wrapper, built once per method.
     """
 
@@ -147,17 +161,20 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         service = method.lstrip("/").split("/", 1)[0]
         authenticate = self.authenticator.authenticate if service in self.protected else None
 
-        def log(started: float, code: grpc.StatusCode, peer: str) -> None:
+        def log(started: float, code: grpc.StatusCode, peer: str, context: grpc.aio.ServicerContext) -> None:
             elapsed_ms = (time.perf_counter() - started) * 1000
             level = logging.INFO if code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED) else logging.WARNING
+            if not logger.isEnabledFor(level):
+                return
             logger.log(
                 level,
-                "rpc method=%s status=%s duration_ms=%.2f peer=%s principal=%s",
+                "rpc method=%s status=%s duration_ms=%.2f peer=%s principal=%s client=%s",
                 method,
                 code.name,
                 elapsed_ms,
                 peer,
                 getattr(_principal.get(), "name", "-"),
+                client_identity(context.invocation_metadata()),
             )
 
         async def coroutine(
@@ -178,6 +195,6 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 code = _code(context, grpc.StatusCode.UNKNOWN)
                 raise
             finally:
-                log(started, code, peer)
+                log(started, code, peer, context)
 
         return _wrap(handler, coroutine)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import grpc
 import pytest
 from asgiref.sync import sync_to_async
 
 from datastream_app.models import Setting, SettingChange
-from protos import datastream_pb2
+from protos import datastream_pb2, datastream_pb2_grpc
 from tests.conftest import request, serving
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -358,3 +359,20 @@ async def test_sync_and_subscribe__more_keys_than_the_limit__resource_exhausted_
         assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert error.value.details() == "3 keys requested; the limit is 2 keys per request"
     assert set(within.data) == {"max_connections", "rate_limit"}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_rpc_log_line__names_the_client_identity_sanitised_and_truncated(grpc_service, caplog):
+    caplog.set_level(logging.INFO, logger="datastream.rpc")
+    identities = {"plain": "billing/1.2", "spaced": "evil name client=forged " + "x" * 200, "none": None}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_service.port}") as chan:
+        stub = datastream_pb2_grpc.DataServiceStub(chan)
+        for identity in identities.values():
+            metadata = () if identity is None else (("x-datastream-client", identity),)
+            await stub.Sync(datastream_pb2.DataRequest(keys=["max_connections"]), metadata=metadata)
+
+    lines = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("rpc method=/datastream.DataService/Sync")
+    ]
+    clients = [line.rsplit(" client=", 1)[1] for line in lines]
+    assert clients == ["billing/1.2", "evil?name?client=forged?" + "x" * 76 + "...", "-"]
