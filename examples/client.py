@@ -5,30 +5,24 @@ python examples/client.py [--address HOST:PORT] [--once] [keys ...]
 
 The address defaults to DATASTREAM_ADDRESS, else 127.0.0.1:$GRPC_PORT (the port
 `make run` serves gRPC on; 50051 when unset). It is printed, with every retry.
+Built on the client library (datastream_client): one stream, resumed from the
+revision held after a reconnect.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import queue
 import random
 import sys
 import time
-from pathlib import Path
 
-import grpc
+from common import ROOT, UNREACHABLE_HINT, add_connection_arguments, quiet_library, show
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import UNREACHABLE_HINT, add_connection_arguments, auth_metadata, open_channel
-
-from protos import datastream_pb2, datastream_pb2_grpc
-
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-
-
-def show(data: datastream_pb2.Data) -> str:
-    """One line per value: key = value (type) @ revision."""
-    value = data.value.decode("utf-8", errors="replace") if data.value_type != "bytes" else f"<{len(data.value)} bytes>"
-    return f"{data.key} = {value} ({data.value_type}) rev {data.revision} at {data.updated_at.ToJsonString()}"
+sys.path.insert(0, str(ROOT))
+from datastream_client import Client, DatastreamError, Unavailable
+from datastream_client.client import Change, State
 
 
 def main() -> int:
@@ -38,56 +32,82 @@ def main() -> int:
     parser.add_argument("--max-backoff", type=float, default=10.0)
     parser.add_argument("keys", nargs="*", help="keys to watch (default: all)")
     args = parser.parse_args()
-
+    quiet_library()
     try:
         return watch(args)
     except KeyboardInterrupt:  # Ctrl-C, also while waiting to reconnect
         return 0
 
 
-def watch(args: argparse.Namespace) -> int:
-    """Connect, list, sync, subscribe; reconnect with jittered backoff on retryable errors."""
-    backoff = 0.2
-    latest: dict[str, datastream_pb2.Data] = {}
-    hinted = False
+def connect(args: argparse.Namespace, changes: queue.SimpleQueue[Change]) -> Client:
+    """A started client (capabilities and sync printed); retried with jittered backoff while unreachable."""
+    backoff, hinted = 0.2, False
     print(f"connecting to {args.address}", file=sys.stderr, flush=True)
     while True:
+        client = Client(
+            args.address,
+            token=args.token,
+            keys=args.keys or None,
+            tls=args.ca,
+            client_name="examples/client.py",
+            backoff_cap=args.max_backoff,
+        )
+        client.on_change(changes.put)  # before start(): the first message's values are updates too
         try:
-            with open_channel(args.address, args.ca) as channel:
-                stub = datastream_pb2_grpc.DataServiceStub(channel)
-                meta = auth_metadata(args.token)
-                capabilities = stub.ListCapabilities(
-                    datastream_pb2.ListCapabilitiesRequest(), timeout=10, metadata=meta
-                )
-                print(
-                    "capabilities:",
-                    ", ".join(f"{c.key} ({c.value_type})" for c in capabilities.capabilities),
-                    flush=True,
-                )
-                synced = stub.Sync(datastream_pb2.DataRequest(keys=args.keys), timeout=10, metadata=meta)
-                for key in sorted(synced.data):
-                    print("sync:", show(synced.data[key]), flush=True)
-                for response in stub.Subscribe(datastream_pb2.DataRequest(keys=args.keys), metadata=meta):
-                    backoff = 0.2
-                    for key in sorted(response.data):
-                        data = response.data[key]
-                        if key not in latest or latest[key].revision < data.revision or not data.revision:
-                            latest[key] = data
-                            print("update:", show(data), flush=True)
-                    if args.once:
-                        return 0
-        except grpc.RpcError as error:
-            code = error.code()  # type: ignore[attr-defined]
-            if code not in RETRYABLE:
-                print(f"error: {code.name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
-                return 1
+            capabilities = client.capabilities()
+            client.start(timeout=10)
+        except Unavailable as error:
+            client.close()
             delay = backoff * (0.5 + random.random())
-            print(f"reconnecting to {args.address} in {delay:.1f}s ({code.name})", file=sys.stderr, flush=True)
-            if code == grpc.StatusCode.UNAVAILABLE and not latest and not hinted:
+            print(f"reconnecting to {args.address} in {delay:.1f}s ({error.code})", file=sys.stderr, flush=True)
+            if not hinted:
                 print(f"  {UNREACHABLE_HINT}", file=sys.stderr, flush=True)
                 hinted = True
             time.sleep(delay)
             backoff = min(backoff * 2, args.max_backoff)
+            continue
+        print("capabilities:", ", ".join(f"{key} ({kind})" for key, kind in capabilities.items()), flush=True)
+        for key, value in client.items():
+            print("sync:", show(key, value, client.value_type(key), client.revision_of(key)), flush=True)
+        return client
+
+
+def line(change: Change) -> str:
+    """An update line: the new value, or the deletion."""
+    if change.deleted:
+        return f"update: {change.key} deleted rev {change.revision}"
+    return "update: " + show(change.key, change.value, change.value_type, change.revision)
+
+
+def watch(args: argparse.Namespace) -> int:
+    """Print each change as it arrives, and when the stream breaks and comes back."""
+    changes: queue.SimpleQueue[Change] = queue.SimpleQueue()
+    try:
+        client = connect(args, changes)
+    except DatastreamError as error:  # refused: a bad token, a key it may not read, an unknown key
+        print(f"error: {error.describe()}", file=sys.stderr)
+        return 1
+    with client:
+        if args.once:
+            for key, value in client.items():
+                print("update:", show(key, value, client.value_type(key), client.revision_of(key)), flush=True)
+            return 0
+        state = State.LIVE
+        while True:
+            with contextlib.suppress(queue.Empty):
+                print(line(changes.get(timeout=0.2)), flush=True)
+            status = client.status
+            if status.state is state:
+                continue
+            state = status.state
+            reason = f" ({status.error.describe()})" if status.error is not None else ""
+            if state is State.FAILED:
+                print(f"error:{reason}", file=sys.stderr)
+                return 1
+            if state is State.RECONNECTING:
+                print(f"reconnecting to {args.address}{reason}", file=sys.stderr, flush=True)
+            elif state is State.LIVE:
+                print(f"connected to {args.address} again", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

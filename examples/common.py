@@ -1,13 +1,17 @@
-"""What the example clients share: the server address, the channel (plaintext or TLS) and the token metadata."""
+"""What the example clients share: the server address, the client they connect with, how they show a value."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-
-import grpc
+from pathlib import Path
+from typing import Any
 
 WILDCARDS = {"", "0.0.0.0", "::", "[::]"}
+
+# The repository's root, so `python examples/x.py` imports the client package without installing it.
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def default_address() -> str:
@@ -36,17 +40,18 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca", default=None, help="CA certificate file: connect with TLS")
 
 
-def open_channel(target: str, ca: str | None) -> grpc.Channel:
-    """A plaintext channel, or TLS when a CA certificate is given."""
-    if ca is None:
-        return grpc.insecure_channel(target)
-    with open(ca, "rb") as handle:
-        return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=handle.read()))
+def quiet_library() -> None:
+    """The examples print their own line for each retry: the client library's warnings would repeat them."""
+    logging.getLogger("datastream_client").setLevel(logging.ERROR)
 
 
-def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
-    """The ``authorization`` metadata for ``token`` (none without one)."""
-    return (("authorization", f"Bearer {token}"),) if token else ()
+def show(key: str, value: Any, value_type: str, revision: int) -> str:
+    """One line per value: key = value (type) rev N, the value in its wire text (bytes: their length)."""
+    from datastream_client import codec
+
+    kind = codec.parse_value_type(value_type)
+    text = f"<{len(value)} bytes>" if kind is codec.ValueType.BYTES else codec.encode_wire(kind, value).decode()
+    return f"{key} = {text} ({value_type}) rev {revision}"
 
 
 UNREACHABLE_HINT = (

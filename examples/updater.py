@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import grpc
+from common import ROOT, UNREACHABLE_HINT, add_connection_arguments, quiet_library
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import UNREACHABLE_HINT, add_connection_arguments, auth_metadata, open_channel
-
-from protos import datastream_pb2, datastream_pb2_grpc
+sys.path.insert(0, str(ROOT))
+from datastream_client import Client, DatastreamError, Unavailable, codec
 
 
 def main() -> int:
@@ -27,20 +24,22 @@ def main() -> int:
     parser.add_argument("--value", default="20", help="the value's wire text")
     parser.add_argument("--type", default="int", help="value_type (empty: the key's own)")
     args = parser.parse_args()
-    with open_channel(args.address, args.ca) as channel:
-        stub = datastream_pb2_grpc.DataServiceStub(channel)
-        try:
-            stub.PushUpdate(
-                datastream_pb2.Data(key=args.key, value=args.value.encode(), value_type=args.type),
-                timeout=10,
-                metadata=auth_metadata(args.token),
-            )
-        except grpc.RpcError as error:
-            code = error.code()  # type: ignore[attr-defined]
-            print(f"push failed: {code.name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
-            if code == grpc.StatusCode.UNAVAILABLE:
-                print(f"  (server at {args.address}) {UNREACHABLE_HINT}", file=sys.stderr)
-            return 1
+    quiet_library()
+    client = Client(args.address, token=args.token, tls=args.ca, client_name="examples/updater.py")
+    try:
+        kind = codec.parse_value_type(args.type) if args.type else None
+        kind = kind or codec.parse_value_type(client.capabilities()[args.key])
+        client.set(args.key, codec.decode_wire(kind, args.value.encode()), value_type=kind.value)
+    except DatastreamError as error:
+        print(f"push failed: {error.describe()}", file=sys.stderr)
+        if isinstance(error, Unavailable):
+            print(f"  (server at {args.address}) {UNREACHABLE_HINT}", file=sys.stderr)
+        return 1
+    except KeyError:
+        print(f"push failed: NOT_FOUND: unknown key {args.key!r}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
     print(f"pushed {args.key} = {args.value} to {args.address}")
     return 0
 
