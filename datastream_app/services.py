@@ -315,6 +315,13 @@ def resumable(revision: int) -> bool:
 def changes_since(
     *, revision: int, keys: Iterable[str], principal: Principal = SYSTEM, deletions: bool = False
 ) -> dict[str, Entry] | None:
+    """See ``resume``: its answer alone."""
+    return resume(revision=revision, keys=keys, principal=principal, deletions=deletions)[0]
+
+
+def resume(
+    *, revision: int, keys: Iterable[str], principal: Principal = SYSTEM, deletions: bool = False
+) -> tuple[dict[str, Entry] | None, dict[str, Entry]]:
     """What a client holding every change up to ``revision`` lacks: entries of ``keys`` changed after it.
 
     ``keys`` empty: every key the caller may read. With ``deletions``, a key
@@ -323,14 +330,16 @@ def changes_since(
     tombstone) raises NotFound and one the caller may not read raises
     PermissionDenied, as for a full snapshot. None when the history cannot
     answer from ``revision`` (see ``resumable``): send the full snapshot then.
+
+    Returns that answer, and the current entries read for named keys (a hub caches them).
     """
     wanted = normalize_keys(keys)
     check_readable(wanted, principal)
     if revision <= 0 or not resumable(revision):
-        return None
+        return None, {}
     if not wanted:
         changed = changed_since(revision=revision, deletions=deletions)
-        return {key: entry for key, entry in changed.items() if visible(principal, entry)}
+        return {key: entry for key, entry in changed.items() if visible(principal, entry)}, {}
     # Named keys: read them all, so a missing or unreadable one is refused as a full snapshot would.
     by_store: dict[int, tuple[Store, list[str]]] = {}
     for key in wanted:
@@ -354,7 +363,7 @@ def changes_since(
     check_secrets(present, principal)
     result = {key: entry for key, entry in present.items() if entry.revision > revision}
     result.update(tombstones)
-    return dict(sorted(result.items(), key=lambda item: item[1].revision))
+    return dict(sorted(result.items(), key=lambda item: item[1].revision)), present
 
 
 def changes_among(
@@ -390,3 +399,4 @@ apush_wire = _in_thread(push_wire)
 acurrent_revision = _in_thread(current_revision)
 achanged_since = _in_thread(changed_since)
 achanges_since = _in_thread(changes_since)
+aresume = _in_thread(resume)

@@ -138,9 +138,10 @@ class DataServicer(datastream_pb2_grpc.DataServiceServicer):
             changed = services.changes_among(cached, revision=since, principal=principal, deletions=deletions)
             if changed is not None:
                 return changed
-        resumed: dict[str, Entry] | None = await services.achanges_since(
-            revision=since, keys=keys, principal=principal, deletions=deletions
-        )
+        resumed: dict[str, Entry] | None
+        resumed, present = await services.aresume(revision=since, keys=keys, principal=principal, deletions=deletions)
+        # The next stream resuming on these keys is answered from the cache.
+        self.hub.remember(present)
         return resumed
 
     @grpc_errors
