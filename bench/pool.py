@@ -156,12 +156,17 @@ class WorkerPool:
         )
         return {"ready_ms": [t for a in answers for t in a["ready_ms"]], "errors": merge_errors(answers)}
 
-    async def reconnect(self, start_ns: int, *, limit: int, timeout: float) -> dict[str, Any]:
-        """Every worker drops all its connections and resubscribes at once."""
+    async def reconnect(self, start_ns: int, *, limit: int, timeout: float, resume: bool = False) -> dict[str, Any]:
+        """Every worker drops all its connections and resubscribes at once (``resume``: from the revision held)."""
         answers = await self._all(
-            {"op": "reconnect", "start_ns": start_ns, "limit": limit, "timeout": timeout}, timeout + 30
+            {"op": "reconnect", "start_ns": start_ns, "limit": limit, "timeout": timeout, "resume": resume},
+            timeout + 30,
         )
-        return {"ready_ms": [t for a in answers for t in a["ready_ms"]], "errors": merge_errors(answers)}
+        return {
+            "ready_ms": [t for a in answers for t in a["ready_ms"]],
+            "errors": merge_errors(answers),
+            "bytes": None if any(a.get("bytes") is None for a in answers) else sum(int(a["bytes"]) for a in answers),
+        }
 
     async def reset(self) -> None:
         """Forget recorded receipts."""

@@ -199,10 +199,45 @@ def markdown_tables(results: dict[str, Any]) -> str:
         ],
         floor=True,
     )
+    lines += resume_table(res)
     lines += memory_table(results)
     lines += throughput_table(results)
     lines += scaleout_table(results)
     return "\n".join(lines)
+
+
+def resume_table(results: dict[str, Any]) -> list[str]:
+    """The reconnect storm (c) with full snapshots and resumed with since_revision, beside etcd's storm."""
+    rows: list[tuple[str, str]] = [
+        ("until every subscriber holds the latest value (ms)", "all_ready_ms"),
+        ("until the median subscriber does (ms)", "median_ready_ms"),
+        ("server CPU for the storm (s)", "cpu_s"),
+        ("bytes of the first messages, all subscribers", "bytes"),
+        ("errors (failed resubscriptions, streams dead afterwards)", "errors"),
+    ]
+    sizes = [n for n in sizes_of(results) if lookup(results, OURS, n, "c_resume") is not None]
+    if not sizes:
+        return []
+    lines = [
+        "### (c) the reconnect storm, full snapshots and resumed",
+        "",
+        "The storm of (c) on datastream twice in a row: every stream first resubscribes for the full snapshot, "
+        "then again with `since_revision` set to the highest revision it holds (what `datastream_client` does on "
+        "every reconnect), so its first message holds only what changed meanwhile (here nothing). etcd: its (c) "
+        "storm, Range then a watch from the next revision. Ratios below 1: resuming is cheaper or faster.",
+        "",
+        "| metric | N | full snapshot | resumed | resumed / full | etcd | resumed / etcd |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for label, name in rows:
+        for n in sizes:
+            full, resumed = lookup(results, OURS, n, "c", name), lookup(results, OURS, n, "c_resume", name)
+            etcd = lookup(results, ETCD, n, "c", name)
+            lines.append(
+                f"| {label} | {n:,} | {fmt(full)} | {fmt(resumed)} | {ratio(resumed, full)} | {fmt(etcd)} "
+                f"| {ratio(resumed, etcd)} |"
+            )
+    return [*lines, ""]
 
 
 def side_by_side(

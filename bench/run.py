@@ -290,13 +290,18 @@ async def fanout(
     }
 
 
-async def reconnect(server: Server, pool: WorkerPool, n: int, timeout: float) -> dict[str, Any]:
-    """Every subscriber drops its connection and resubscribes at once; then one push must reach all."""
+async def reconnect(server: Server, pool: WorkerPool, n: int, timeout: float, resume: bool = False) -> dict[str, Any]:
+    """Every subscriber drops its connection and resubscribes at once; then one push must reach all.
+
+    ``resume``: each asks from the revision it holds (since_revision), so its first message holds only what
+    changed meanwhile. ``bytes``: the first messages' size, all subscribers.
+    """
     meter = CpuMeter(server.pid).start()
-    answer = await pool.reconnect(time.time_ns(), limit=n, timeout=timeout)
+    answer = await pool.reconnect(time.time_ns(), limit=n, timeout=timeout, resume=resume)
     meter.stop()
     result = summarize_ready(answer, n)
     result["cpu_s"] = meter.cpu
+    result["bytes"] = answer.get("bytes")
     # A stream that reconnected but is dead would only show on the next change.
     await pool.reset()
     client = server.client()
@@ -531,10 +536,24 @@ async def run_size(run: Run, server: Server, n: int, *, first: bool, full: bool 
             )
             run.log_fanout("admin saves", out["admin"])
         out["c"] = await run.step(server, n, "workload (c)", reconnect(server, run.pool, n, timeout=open_timeout(n)))
-        out["c"]["errors"] += sum((await run.bounded("close (c)", run.pool.close())).values())
         run.log(
             f"  (c) all {n} resubscribed in {(out['c']['all_ready_ms'] or float('nan')):.0f} ms, "
-            f"errors {out['c']['errors']}"
+            f"{out['c']['cpu_s']:.2f} s server CPU, {out['c']['bytes']} bytes"
+        )
+        if server.name == OURS:
+            # The same storm again, each stream resuming from the revision it holds.
+            out["c_resume"] = await run.step(
+                server, n, "workload (c), resumed", reconnect(server, run.pool, n, open_timeout(n), resume=True)
+            )
+            run.log(
+                f"  (c) resumed: all {n} in {(out['c_resume']['all_ready_ms'] or float('nan')):.0f} ms, "
+                f"{out['c_resume']['cpu_s']:.2f} s server CPU, {out['c_resume']['bytes']} bytes"
+            )
+        closed = sum((await run.bounded("close (c)", run.pool.close())).values())
+        out["c_resume" if "c_resume" in out else "c"]["errors"] += closed
+        run.log(
+            f"  (c) errors {out['c']['errors']}"
+            + (f", resumed {out['c_resume']['errors']}" if "c_resume" in out else "")
         )
         if n == plan.loaded_size:
             out["a1"] = await own_connections(run, server, n)

@@ -32,10 +32,13 @@ WATCH_SLOTS = 16
 class Subscriber:
     """One subscriber's keys and every (value, receipt time) it got, per key."""
 
-    __slots__ = ("error", "keys", "ready_ns", "received", "top")
+    __slots__ = ("error", "keys", "ready_ns", "received", "revision", "since", "top")
 
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, keys: list[str], since: int = 0) -> None:
         self.keys = keys
+        # Highest revision received (datastream), and the one its stream resumed from (0: a full snapshot).
+        self.revision = since
+        self.since = since
         self.received: dict[str, tuple[list[int], list[int]]] = {key: ([], []) for key in keys}
         # Highest value held per key: a subscriber "holds" an update once it got it or anything newer.
         self.top: dict[str, int] = dict.fromkeys(keys, -1)
@@ -69,6 +72,9 @@ class Subscriber:
 class Group:
     """Every subscriber of this process, on one system, spread over channels."""
 
+    # Whether first_bytes is measured (datastream streams; etcd's Range and Watch are not counted).
+    counts_bytes = False
+
     def __init__(self, target: str, subs: list[list[str]], per_channel: int) -> None:
         self.target = target
         self.specs = subs
@@ -79,6 +85,8 @@ class Group:
         self.closing = False
         self._pending = 0
         self._settled = asyncio.Event()
+        # Bytes of every stream's first message since the last open (what a (re)subscription costs on the wire).
+        self.first_bytes = 0
 
     def _settle(self, sub: Subscriber, now: int, error: str = "") -> None:
         if sub.ready_ns or sub.error:
@@ -93,10 +101,14 @@ class Group:
         if self._pending <= 0:
             self._settled.set()
 
-    async def open(self, start_ns: int, limit: int, timeout: float) -> dict[str, Any]:
-        """Open every subscription at once (at most ``limit`` connecting at a time) and wait for all."""
+    async def open(self, start_ns: int, limit: int, timeout: float, since: list[int] | None = None) -> dict[str, Any]:
+        """Open every subscription at once (at most ``limit`` connecting at a time) and wait for all.
+
+        ``since``: per subscriber, the revision to resume from (datastream's since_revision).
+        """
         self.closing = False
-        self.subs = [Subscriber(keys) for keys in self.specs]
+        self.first_bytes = 0
+        self.subs = [Subscriber(keys, since[i] if since else 0) for i, keys in enumerate(self.specs)]
         self._pending = len(self.subs)
         self._settled = asyncio.Event()
         if not self.subs:
@@ -109,7 +121,8 @@ class Group:
         ready = [(s.ready_ns - start_ns) / 1e6 for s in self.subs if s.ready_ns]
         errors = Counter(s.error for s in self.subs if s.error)
         errors["not ready"] = sum(1 for s in self.subs if not s.ready_ns and not s.error)
-        return {"ready_ms": ready, "errors": {k: v for k, v in errors.items() if v}}
+        first_bytes = self.first_bytes if self.counts_bytes else None
+        return {"ready_ms": ready, "errors": {k: v for k, v in errors.items() if v}, "bytes": first_bytes}
 
     def _start(self, gate: asyncio.Semaphore) -> None:
         raise NotImplementedError
@@ -161,6 +174,8 @@ class Group:
 class OursGroup(Group):
     """Subscribe streams on the datastream service, ``per_channel`` streams per connection."""
 
+    counts_bytes = True
+
     def _start(self, gate: asyncio.Semaphore) -> None:
         self.tasks = [
             asyncio.create_task(self._stream(self.channels[i // self.per_channel], sub, gate))
@@ -170,7 +185,7 @@ class OursGroup(Group):
     async def _stream(self, channel: grpc.aio.Channel, sub: Subscriber, gate: asyncio.Semaphore) -> None:
         # Raw bytes in and out: the receipt time is taken before parsing.
         method = channel.unary_stream(OURS_SUBSCRIBE, request_serializer=None, response_deserializer=None)
-        request = datastream_pb2.DataRequest(keys=sub.keys).SerializeToString()
+        request = datastream_pb2.DataRequest(keys=sub.keys, since_revision=sub.since).SerializeToString()
         parse = datastream_pb2.DataResponse.FromString
         await gate.acquire()
         gated = True
@@ -180,7 +195,10 @@ class OursGroup(Group):
                 now = time.time_ns()
                 for key, data in parse(raw).data.items():
                     sub.record(key, int(data.value), now)
+                    if data.revision > sub.revision:
+                        sub.revision = data.revision
                 if gated:
+                    self.first_bytes += len(raw)
                     gated = False
                     gate.release()
                     self._settle(sub, now)
@@ -317,8 +335,10 @@ class Worker:
         if group is None:
             return {"error": "no group open"}
         if op == "reconnect":
+            # resume: each stream asks from the revision it held (datastream only).
+            since = [sub.revision for sub in group.subs] if command.get("resume") else None
             await group.close()
-            return await group.open(command["start_ns"], command["limit"], command["timeout"])
+            return await group.open(command["start_ns"], command["limit"], command["timeout"], since)
         if op == "reset":
             for sub in group.subs:
                 sub.reset()
