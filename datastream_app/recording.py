@@ -83,8 +83,8 @@ def record_change(
     gets that row, locked (None: no such key), and returns the row to write (the
     one it was given, edited, or a new instance), ``KEEP`` to leave it alone, or
     None to delete the key. It may raise a domain error: nothing is written then.
-    Only a different value or value type takes a revision; other fields (a
-    description, say) are saved without one. ``expected_revision`` makes the
+    Only a different value, value type or secret flag takes a revision; other
+    fields (a description, say) are saved without one. ``expected_revision`` makes the
     change conditional (Aborted if the key's revision differs; 0 for a missing
     key). ``record_unchanged(row)`` true takes a revision even for an equal
     value, so the answer does not tell the caller whether its value was the
@@ -101,7 +101,7 @@ def record_change(
                 f"not {expected_revision}; read it again and retry"
             )
         # Copied before ``change`` edits the row in place.
-        old = None if row is None else (bytes(row.value), row.value_type)
+        old = None if row is None else _state(row)
         target = change(row)
         if isinstance(target, Keep):
             return Recorded(None if row is None else entry_of(row), changed=False)
@@ -110,7 +110,7 @@ def record_change(
                 return Recorded(None, changed=False)
             return Recorded(_delete(row, store=store), changed=True)
         if row is not None:
-            if (bytes(target.value), target.value_type) == old and not (
+            if _state(target) == old and not (
                 record_unchanged is not None and record_unchanged(target)
             ):
                 # Only other fields changed: keep the revision the locked row has
@@ -142,6 +142,12 @@ def record_change(
         entry = entry_of(target)
         transaction.on_commit(partial(publisher.publish, entry), robust=True)
         return Recorded(entry, changed=True)
+
+
+def _state(row: Setting | MirroredEntry) -> tuple[bytes, str, bool]:
+    # What subscribers see of a key: its value, its type, and who may see it
+    # (making a setting secret, or no longer secret, changes who receives it).
+    return bytes(row.value), row.value_type, getattr(row, "secret", False)
 
 
 def _write(row: Setting | MirroredEntry, *, force_insert: bool = False, update: bool = False) -> None:

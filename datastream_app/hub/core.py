@@ -210,7 +210,7 @@ class Hub:
             logger.warning("hub: malformed change message dropped: %r", message)
             return
         self.stats["received"] += 1
-        self.dispatch(entry)
+        self.resync.accept(entry)
 
     async def _resync_loop(self) -> None:
         since_renew = 0.0

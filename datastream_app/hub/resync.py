@@ -1,4 +1,11 @@
-"""Revision tracking: a gap in the consecutive revisions means a lost message, repaired from the database."""
+"""Changes reach subscriptions in revision order; a gap means a lost message, repaired from the database.
+
+Two writers' messages can reach a process out of revision order (each is
+published on its own commit). A change that arrives ahead of a gap is held
+until the gap closes (the missing message arrives, or GAP_GRACE later the
+database is read), so a subscriber holding revision N has every change up to
+N of its keys: N is a safe point to resume from.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +29,8 @@ class Resync:
         self._health = health
         self._stats = stats
         self.applied = 0
-        self._ahead: set[int] = set()
+        # Changes that arrived ahead of a gap, by revision, waiting for it to close.
+        self._held: dict[int, Entry] = {}
         self._gap_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -40,23 +48,29 @@ class Resync:
         if self._gap_task is not None:
             self._gap_task.cancel()
 
-    def track(self, revision: int) -> None:
-        """Note a dispatched revision; a gap schedules a resync after GAP_GRACE."""
-        if revision <= self.applied:
+    def accept(self, entry: Entry) -> None:
+        """Dispatch a change from the layer in revision order; one ahead of a gap waits for the gap to close."""
+        if entry.revision > self.applied + 1:
+            self._held[entry.revision] = entry
+            if self._gap_task is None or self._gap_task.done():
+                self._gap_task = asyncio.create_task(self._close_gap(), name="datastream-hub-gap")
             return
+        self._dispatch(entry)
+        self._release()
+
+    def track(self, revision: int) -> None:
+        """Note a dispatched revision: the next one in order moves ``applied`` on."""
         if revision == self.applied + 1:
             self.applied = revision
-            while self.applied + 1 in self._ahead:
-                self.applied += 1
-                self._ahead.discard(self.applied)
-            return
-        self._ahead.add(revision)
-        if self._gap_task is None or self._gap_task.done():
-            self._gap_task = asyncio.create_task(self._close_gap(), name="datastream-hub-gap")
+
+    def _release(self) -> None:
+        # Held changes become dispatchable once every revision before them was.
+        while (entry := self._held.pop(self.applied + 1, None)) is not None:
+            self._dispatch(entry)
 
     async def _close_gap(self) -> None:
         await asyncio.sleep(datastream_settings.GAP_GRACE)
-        if self._ahead:
+        if self._held:
             logger.info("hub: revisions missing after %d; resyncing from the database", self.applied)
             await self.quietly()
 
@@ -67,10 +81,13 @@ class Resync:
             if top <= self.applied:
                 return 0
             changed = await services.achanged_since(revision=self.applied, deletions=True)
-            for entry in changed.values():
+            # In revision order, as the layer would have delivered them.
+            for entry in sorted(changed.values(), key=lambda entry: entry.revision):
                 self._dispatch(entry)
             self.applied = max(self.applied, top)
-            self._ahead = {r for r in self._ahead if r > self.applied}
+            # Held changes up to ``top`` are in what was just read (or older than it).
+            self._held = {revision: entry for revision, entry in self._held.items() if revision > self.applied}
+            self._release()
             self._stats["resyncs"] += 1
             self._stats["resynced_entries"] += len(changed)
             return len(changed)

@@ -427,3 +427,20 @@ def test_queryset_delete__each_row_takes_a_revision_and_a_delete_row():
     deletes = SettingChange.objects.filter(action=SettingChange.DELETE).order_by("revision")
     assert [(row.key, row.revision) for row in deletes] == [("a", 3), ("b", 4)]
     assert not Setting.objects.exists()
+
+
+def test_save__secret_flag_turned_on_then_off__each_takes_a_revision_and_a_history_row():
+    setting = make("a", "int", b"1")
+
+    setting.secret = True
+    setting.save()
+    setting.secret = False
+    setting.save()
+
+    rows = list(SettingChange.objects.filter(key="a").order_by("revision"))
+    assert [(row.revision, row.secret, bytes(row.new_value)) for row in rows] == [
+        (1, False, b"1"),
+        (2, True, b"1"),
+        (3, False, b"1"),
+    ]
+    assert Setting.objects.get(key="a").revision == 3
