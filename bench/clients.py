@@ -23,6 +23,7 @@ OURS_SUBSCRIBE = "/datastream.DataService/Subscribe"
 OURS_PUSH = "/datastream.DataService/PushUpdate"
 OURS_SYNC = "/datastream.DataService/Sync"
 ETCD_WATCH = "/etcdserverpb.Watch/Watch"
+ETCD_RANGE = "/etcdserverpb.KV/Range"
 
 
 def channel_options() -> list[tuple[str, Any]]:

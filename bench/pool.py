@@ -168,6 +168,10 @@ class WorkerPool:
             "bytes": None if any(a.get("bytes") is None for a in answers) else sum(int(a["bytes"]) for a in answers),
         }
 
+    async def drop(self) -> None:
+        """Every worker closes all its streams, keeping what they held, until the next reconnect."""
+        await self._all({"op": "drop"}, 120)
+
     async def reset(self) -> None:
         """Forget recorded receipts."""
         await self._all({"op": "reset"}, 60)

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import grpc
+
 from bench import report
 from bench.clients import AdminSave, OursClient, Pusher, RestSync
 from bench.common import ETCD, FLOOR, HOT_KEY, KEYS, OURS, percentile
@@ -51,6 +53,11 @@ class Plan:
     sync_seconds: float = 2.0
     sync_concurrency: int = 8
     loaded_size: int = 1000
+    # The reconnect storm again with every subscriber on storm_keys keys (what a client on every key its token
+    # reads holds), storm_changes of them changed while the subscribers were away, at each of storm_sizes.
+    storm_sizes: list[int] = field(default_factory=lambda: [1000, 10000])
+    storm_keys: int = 100
+    storm_changes: int = 10
     # Workload (a) on the production profile with 1 and 2 gRPC processes, fresh ones for every round.
     production_sizes: list[int] = field(default_factory=lambda: [1000, 10000])
     production_procs: list[int] = field(default_factory=lambda: [1, 2])
@@ -76,6 +83,7 @@ def make_plan(quick: bool) -> Plan:
             push_seconds=1.0,
             sync_seconds=0.7,
             loaded_size=100,
+            storm_sizes=[100],
             # PostgreSQL, Redis, a migration and fresh gRPC processes per round do not fit a smoke run's minute.
             production_sizes=[],
             budget=55.0,
@@ -103,7 +111,7 @@ class Run:
         self.pool = WorkerPool(logs, plan.per_worker)
         # Scale-out subscribers: worker i on core i % 2, so half the streams are read on each core.
         self.spread_pool = WorkerPool(logs, plan.per_worker, cores=[SERVER_CORE, CLIENT_CORE], name="spread")
-        self.results: dict[str, Any] = {OURS: {}, ETCD: {}, FLOOR: {}, PRODUCTION: {}}
+        self.results: dict[str, Any] = {OURS: {}, ETCD: {}, FLOOR: {}, PRODUCTION: {}, "storm": {OURS: {}, ETCD: {}}}
         self.interrupted = False
 
     def phase(self, server: Server, n: int, name: str) -> contextlib.AbstractContextManager[None]:
@@ -290,18 +298,51 @@ async def fanout(
     }
 
 
-async def reconnect(server: Server, pool: WorkerPool, n: int, timeout: float, resume: bool = False) -> dict[str, Any]:
+async def settle(pid: int, window: float = 0.3, idle: float = 0.05, limit: float = 20.0) -> None:
+    """Wait (at most ``limit`` seconds) until ``pid`` uses under ``idle`` of a core over ``window`` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        meter = CpuMeter(pid).start()
+        await asyncio.sleep(window)
+        if meter.stop().utilisation < idle:
+            return
+
+
+async def reconnect(
+    server: Server,
+    pool: WorkerPool,
+    n: int,
+    timeout: float,
+    resume: bool = False,
+    changed: Sequence[str] = (),
+) -> dict[str, Any]:
     """Every subscriber drops its connection and resubscribes at once; then one push must reach all.
 
     ``resume``: each asks from the revision it holds (since_revision), so its first message holds only what
-    changed meanwhile. ``bytes``: the first messages' size, all subscribers.
+    changed meanwhile. ``changed``: keys pushed while every stream is closed; the first messages must bring
+    them. ``bytes``: the first messages' size, all subscribers.
     """
+    expect: dict[str, int] = {}
+    if changed:
+        await pool.drop()
+        client = server.client()
+        try:
+            for key in changed:
+                expect[key] = time.time_ns()
+                await client.push(key, expect[key])
+        finally:
+            await client.close()
+        # The server ends the dropped streams (and logs each) before the storm's window opens.
+        await settle(server.pid)
+    await pool.reset()
     meter = CpuMeter(server.pid).start()
     answer = await pool.reconnect(time.time_ns(), limit=n, timeout=timeout, resume=resume)
     meter.stop()
     result = summarize_ready(answer, n)
     result["cpu_s"] = meter.cpu
     result["bytes"] = answer.get("bytes")
+    # Subscribers ready without a change made while they were away (none expected: the first message has it).
+    result["stale_after"] = await pool.wait(expect, 0) if expect else 0
     # A stream that reconnected but is dead would only show on the next change.
     await pool.reset()
     client = server.client()
@@ -309,10 +350,15 @@ async def reconnect(server: Server, pool: WorkerPool, n: int, timeout: float, re
         value = time.time_ns()
         await client.push(HOT_KEY, value)
         lagging = await pool.wait({HOT_KEY: value}, 15)
+    except Exception as exc:
+        # The push itself failed: no stream can be shown live; the reason goes with the errors.
+        reason = f"push after the storm: {exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else exc}"
+        result["errors_by_reason"][reason] = 1
+        lagging = result["ready"]
     finally:
         await client.close()
     result["not_live_after"] = lagging
-    result["errors"] += lagging
+    result["errors"] += lagging + result["stale_after"]
     return result
 
 
@@ -391,6 +437,11 @@ def b_layout(n: int, keys_per_sub: int, seed: int) -> list[list[str]]:
     """Each subscriber on ``keys_per_sub`` random keys of the 1,000 (the same for both systems)."""
     rng = random.Random(seed + n)
     return [rng.sample(KEYS, keys_per_sub) for _ in range(n)]
+
+
+def storm_layout(keys: int) -> list[str]:
+    """The first ``keys`` of the seeded keys in key order (the hot key first): one range for etcd."""
+    return sorted([HOT_KEY, *KEYS])[:keys]
 
 
 def open_timeout(n: int) -> float:
@@ -575,6 +626,92 @@ async def run_size(run: Run, server: Server, n: int, *, first: bool, full: bool 
     out["elapsed_s"] = time.monotonic() - started
     out["fixed_s"] = out["elapsed_s"] - core_s - out.get("unloaded_s", 0.0)
     return out
+
+
+async def storm_size(run: Run, server: Server, n: int, out: dict[str, Any]) -> None:
+    """The reconnect storm with ``n`` subscribers on ``plan.storm_keys`` keys each, a few changed meanwhile.
+
+    On datastream twice: full snapshots, then resuming from the revision each held; on etcd its Range over
+    the keys and a watch over them from the next revision.
+    """
+    plan = run.plan
+    keys = storm_layout(plan.storm_keys)
+    changed = keys[1 : 1 + plan.storm_changes]
+    # ``out`` is filled as the run goes, so what was measured stays when a later step fails.
+    out.update(keys=len(keys), changed=len(changed))
+    started = time.monotonic()
+    await run.bounded("server start", server.start(), 90)
+    run.log(f"{server.name}: started (pid {server.pid}) for the storm on {len(keys)} keys, N={n}")
+    try:
+        await run.bounded("warm-up", warm_up(server), 60)
+        core_started = time.monotonic()
+        out["open"] = await open_streams(run, server, [keys] * n, "open (storm)", per_channel=plan.per_channel)
+        run.log(
+            f"  {server.name} N={n}: {out['open']['ready']} streams on {len(keys)} keys open in "
+            f"{(out['open']['all_ready_ms'] or float('nan')) / 1000:.1f}s"
+        )
+        storms = [("full", False)] + ([("resumed", True)] if server.name == OURS else [])
+        for name, resume in storms:
+            out[name] = await run.step(
+                server,
+                n,
+                f"storm on {len(keys)} keys, {name}",
+                reconnect(server, run.pool, n, open_timeout(n), resume=resume, changed=changed),
+            )
+            run.log(
+                f"  storm on {len(keys)} keys, {name}: all {n} in "
+                f"{(out[name]['all_ready_ms'] or float('nan')):.0f} ms, {out[name]['cpu_s']:.2f} s server CPU, "
+                f"{out[name]['bytes']} bytes, {out[name]['errors']} errors"
+            )
+        out[storms[-1][0]]["errors"] += sum((await run.bounded("close (storm)", run.pool.close())).values())
+        out["core_s"] = time.monotonic() - core_started
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(run.pool.close(), 30)
+        server.stop()
+    out["elapsed_s"] = time.monotonic() - started
+    out["fixed_s"] = out["elapsed_s"] - out["core_s"]
+
+
+def estimate_storm(run: Run, n: int) -> float:
+    """Seconds the storm at ``n`` would take, scaled from the largest size run (inf before any)."""
+    total = 0.0
+    for system in (OURS, ETCD):
+        done = sorted((size, res) for size, res in run.results["storm"][system].items() if "core_s" in res)
+        if not done:
+            return float("inf")
+        size, res = done[-1]
+        # 30% more for what grows faster than linearly.
+        total += res["fixed_s"] + 1.3 * res["core_s"] * n / size
+    return total
+
+
+async def storm_part(run: Run, ours: Datastream, etcd: Etcd) -> None:
+    """The storm on many keys per subscriber at each of ``plan.storm_sizes``, datastream then etcd."""
+    plan = run.plan
+    storm = run.results["storm"]
+    storm.update(keys=plan.storm_keys, changed=plan.storm_changes)
+    for n in plan.storm_sizes:
+        if not fits(run, f"storm on {plan.storm_keys} keys, N={n}", estimate_storm(run, n)):
+            return
+        for server in (ours, etcd):
+            out = storm[server.name][n] = {}
+            try:
+                await storm_size(run, server, n, out)
+            except Exception as exc:
+                # Like the floor's: the storm's failure is a note, the rest of the run goes on.
+                if isinstance(exc, OutOfTime):
+                    why = "the time budget ran out"
+                elif isinstance(exc, grpc.aio.AioRpcError):
+                    why = f"{exc.code().name}: {exc.details()}"
+                else:
+                    why = f"{type(exc).__name__}: {exc}"
+                run.note(f"storm on {plan.storm_keys} keys, {server.name} N={n}: stopped ({why})")
+                out["incomplete"] = why
+                server.stop()
+                await run.pool.stop()
+                run.pool = WorkerPool(run.logs, run.plan.per_worker)
+                return
 
 
 def estimate(run: Run, n: int) -> float:
@@ -835,6 +972,7 @@ async def run_all(run: Run, *, comparison: bool = True, production: bool = True)
             for n in early:
                 await scaleout(run, prod, n)
         if ours is not None and etcd is not None and floor is not None:
+            await storm_part(run, ours, etcd)
             for n in plan.optional_sizes:
                 later = sum(estimate_production(run, m) for m in late) if prod is not None else 0.0
                 if fits(run, f"N={n}", estimate(run, n) + later):
@@ -870,6 +1008,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run only the comparison with etcd (and the floor), or only the production-profile scale-out",
     )
     parser.add_argument(
+        "--storm-sizes",
+        type=lambda text: [int(x) for x in text.split(",") if x],
+        help="subscriber counts for the storm on many keys per subscriber (empty: skip it), e.g. 1000",
+    )
+    parser.add_argument(
         "--production-sizes",
         type=lambda text: [int(x) for x in text.split(",")],
         help="subscriber counts for the scale-out part, e.g. 1000,10000",
@@ -886,6 +1029,8 @@ def main(argv: list[str] | None = None) -> int:
         plan.loaded_size = plan.loaded_size if plan.loaded_size in args.sizes else max(args.sizes)
     if args.production_sizes:
         plan.production_sizes = args.production_sizes
+    if args.storm_sizes is not None:
+        plan.storm_sizes = args.storm_sizes
     if args.profile:
         if py_spy() is None:
             print("--profile: py-spy not found (pip install py-spy); running without it", flush=True)
@@ -931,7 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
     table = report.markdown_tables(results)
     print(table, flush=True)
     # Only the full default run describes the service; partial or profiled runs leave the docs alone.
-    partial = args.sizes or args.production_sizes or args.only
+    partial = args.sizes or args.production_sizes or args.only or args.storm_sizes is not None
     if not args.no_docs and not plan.quick and not partial and not plan.profile and failure is None:
         report.write_docs(results, table)
     print(f"results: {logs / 'results.json'}; logs in {logs}", flush=True)

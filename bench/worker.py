@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 from aetcd import rpc as etcdrpc  # type: ignore[import-untyped]
 
-from bench.clients import ETCD_WATCH, OURS_SUBSCRIBE, EtcdClient, new_channel
+from bench.clients import ETCD_RANGE, ETCD_WATCH, OURS_SUBSCRIBE, EtcdClient, new_channel
 from bench.common import ETCD, OURS
 from protos import datastream_pb2
 
@@ -220,11 +220,16 @@ class EtcdGroup(Group):
     """etcd watches: each subscriber reads its keys, then watches them from the next revision.
 
     The watches of ``per_channel`` subscribers share one Watch stream per
-    connection, as etcd clients multiplex them.
+    connection, as etcd clients multiplex them. A subscriber on ``WATCH_SLOTS``
+    keys or more reads them with one Range and holds one watch over that range:
+    the harness gives such subscribers keys that are contiguous in etcd's key
+    order, as a client watching a prefix would hold them.
     """
 
     def __init__(self, target: str, subs: list[list[str]], per_channel: int) -> None:
         super().__init__(target, subs, per_channel)
+        # Range subscribers: the Range answers and the watch confirmations are counted as first bytes.
+        self.counts_bytes = bool(subs) and all(ranged(keys) for keys in subs)
         # Per subscriber (by id): watches not yet confirmed, and the gate slot it holds meanwhile.
         self._unconfirmed: dict[int, int] = {}
         self._gates: dict[int, asyncio.Semaphore] = {}
@@ -250,10 +255,18 @@ class EtcdGroup(Group):
         queue: asyncio.Queue[etcdrpc.WatchRequest],
         gate: asyncio.Semaphore,
     ) -> None:
-        assert len(sub.keys) < WATCH_SLOTS
         await gate.acquire()
         try:
-            revision, values = await kv.read(sub.keys)
+            if ranged(sub.keys):
+                revision, values, watches = await self._read_range(kv, slot, sub.keys)
+            else:
+                revision, values = await kv.read(sub.keys)
+                watches = [
+                    etcdrpc.WatchCreateRequest(
+                        key=key.encode(), start_revision=revision + 1, watch_id=slot * WATCH_SLOTS + index + 1
+                    )
+                    for index, key in enumerate(sub.keys)
+                ]
         except grpc.aio.AioRpcError as error:
             gate.release()
             if not self.closing:
@@ -263,13 +276,26 @@ class EtcdGroup(Group):
         for key, value in values.items():
             sub.record(key, int(value), now)
         # The gate slot is given back when the last watch is confirmed.
-        self._unconfirmed[id(sub)] = len(sub.keys)
+        self._unconfirmed[id(sub)] = len(watches)
         self._gates[id(sub)] = gate
-        for index, key in enumerate(sub.keys):
-            create = etcdrpc.WatchCreateRequest(
-                key=key.encode(), start_revision=revision + 1, watch_id=slot * WATCH_SLOTS + index + 1
-            )
+        for create in watches:
             queue.put_nowait(etcdrpc.WatchRequest(create_request=create))
+
+    async def _read_range(
+        self, kv: EtcdClient, slot: int, keys: list[str]
+    ) -> tuple[int, dict[str, bytes], list[etcdrpc.WatchCreateRequest]]:
+        """One Range over ``keys`` (contiguous in key order), and the one watch over that range."""
+        first, end = min(keys).encode(), max(keys).encode() + b"\0"
+        method = kv.channel.unary_unary(ETCD_RANGE, request_serializer=None, response_deserializer=None)
+        raw = await method(etcdrpc.RangeRequest(key=first, range_end=end).SerializeToString(), timeout=30)
+        self.first_bytes += len(raw)
+        response = etcdrpc.RangeResponse.FromString(raw)
+        revision = response.header.revision
+        values = {item.key.decode(): item.value for item in response.kvs}
+        watch = etcdrpc.WatchCreateRequest(
+            key=first, range_end=end, start_revision=revision + 1, watch_id=slot * WATCH_SLOTS + 1
+        )
+        return revision, values, [watch]
 
     async def _watch_stream(
         self, channel: grpc.aio.Channel, members: list[Subscriber], queue: asyncio.Queue[etcdrpc.WatchRequest]
@@ -291,6 +317,7 @@ class EtcdGroup(Group):
                 response = parse(raw)
                 sub = members[(response.watch_id - 1) // WATCH_SLOTS]
                 if response.created:
+                    self.first_bytes += len(raw)
                     left = self._unconfirmed.get(id(sub), 0) - 1
                     self._unconfirmed[id(sub)] = left
                     if left == 0:
@@ -315,11 +342,18 @@ class EtcdGroup(Group):
         super()._settle(sub, now, error)
 
 
+def ranged(keys: list[str]) -> bool:
+    """Whether an etcd subscriber on ``keys`` reads and watches them as one range (too many for a watch each)."""
+    return len(keys) >= WATCH_SLOTS
+
+
 class Worker:
     """Dispatches the harness's commands to the current group."""
 
     def __init__(self) -> None:
         self.group: Group | None = None
+        # Per subscriber, the revision it held when "drop" closed its stream (None: not dropped).
+        self.held: list[int] | None = None
 
     async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
         """Run one command and return its JSON answer."""
@@ -334,10 +368,17 @@ class Worker:
         group = self.group
         if group is None:
             return {"error": "no group open"}
+        if op == "drop":
+            # Every stream closed, to be reopened by "reconnect" (changes can be made meanwhile).
+            self.held = [sub.revision for sub in group.subs]
+            await group.close()
+            return {}
         if op == "reconnect":
             # resume: each stream asks from the revision it held (datastream only).
-            since = [sub.revision for sub in group.subs] if command.get("resume") else None
+            held = self.held if self.held is not None else [sub.revision for sub in group.subs]
+            self.held = None
             await group.close()
+            since = held if command.get("resume") else None
             return await group.open(command["start_ns"], command["limit"], command["timeout"], since)
         if op == "reset":
             for sub in group.subs:
