@@ -110,9 +110,7 @@ def record_change(
                 return Recorded(None, changed=False)
             return Recorded(_delete(row, store=store), changed=True)
         if row is not None:
-            if _state(target) == old and not (
-                record_unchanged is not None and record_unchanged(target)
-            ):
+            if _state(target) == old and not (record_unchanged is not None and record_unchanged(target)):
                 # Only other fields changed: keep the revision the locked row has
                 # (``target`` may be an instance read before someone else's change).
                 target.revision, target.updated_at = row.revision, row.updated_at
