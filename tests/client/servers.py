@@ -11,15 +11,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.servers import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    """A loopback TCP port that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def eventually(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:

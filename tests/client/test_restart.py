@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from datastream_client import Client, cache
 from datastream_client.client import Change, State
-from tests.client.servers import GrpcServer, eventually
+from tests.client.servers import eventually
 
 DELETE_RATE_LIMIT = (
     "from datastream_app import services; from datastream_app.models import Setting; "
     "services.delete_setting(setting=Setting.objects.get(key='rate_limit'))"
 )
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[GrpcServer]:
-    grpc_server = GrpcServer(tmp_path)
-    grpc_server.start()
-    try:
-        yield grpc_server
-    finally:
-        grpc_server.stop()
 
 
 def test_sigkill_and_restart__memory_then_stale_cache_then_both_converge(server, tmp_path):

@@ -8,32 +8,19 @@ asking from the same revision.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
-import pytest
 
 from datastream_client import Client
 from datastream_client.client import Change, State
 from protos import datastream_pb2, datastream_pb2_grpc
-from tests.client.servers import GrpcServer, eventually
+from tests.client.servers import eventually
 
 WHILE_DOWN = (
     "from datastream_app import services; from datastream_app.models import Setting; "
     "services.delete_setting(setting=Setting.objects.get(key='debug_enabled')); "
     "services.push(key='rate_limit', value=2000, encoding='python')"
 )
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[GrpcServer]:
-    grpc_server = GrpcServer(tmp_path)
-    grpc_server.start()
-    try:
-        yield grpc_server
-    finally:
-        grpc_server.stop()
 
 
 def test_sigkill_restart__both_clients_resume_with_only_the_changed_and_deleted_keys(server):
